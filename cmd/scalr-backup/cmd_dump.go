@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/scalr-platform/scalr-backup/repo"
+)
+
+func (a *app) dumpCommand() *cobra.Command {
+	var filter repo.SnapshotFilter
+	cmd := &cobra.Command{
+		Use:   "dump [flags] SNAPSHOT|latest FILE",
+		Short: "Write one file of a snapshot to standard output",
+		Long: `Write one file of a snapshot to standard output, verifying every blob
+(MAC and SHA-256) before its bytes are written. Nothing is staged on disk.`,
+		Example: `  scalr-backup dump latest /app.pgdump | pg_restore -d app
+  scalr-backup dump --tag scalr-app-db latest /scalr-app-db/app.pgdump > /dev/null`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			sn, err := r.FindSnapshot(ctx, args[0], filter)
+			if err != nil {
+				return err
+			}
+			node, err := r.FindNode(ctx, sn, args[1])
+			if err != nil {
+				return err
+			}
+			if node.Type != repo.NodeFile {
+				return fmt.Errorf("%s in snapshot %s is a %s: only files can be dumped", args[1], sn.ID.Str(), node.Type)
+			}
+			fr, err := r.OpenFile(ctx, node)
+			if err != nil {
+				return err
+			}
+			defer fr.Close()
+			if _, err := io.Copy(a.stdout, fr); err != nil {
+				return fmt.Errorf("dump %s from snapshot %s: %w", args[1], sn.ID.Str(), err)
+			}
+			return nil
+		},
+	}
+	addFilterFlags(cmd, &filter)
+	return cmd
+}
+

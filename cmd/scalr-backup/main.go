@@ -1,0 +1,118 @@
+// Command scalr-backup backs up the Postgres databases of a Docker host into
+// a restic-format repository and inspects such repositories. This file holds
+// the global flags, opening the repository, and exit codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+	"github.com/scalr-platform/scalr-backup/repo"
+)
+
+// Exit codes, as restic uses them.
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitNoRepo      = 10
+	exitLocked      = 11
+	exitWrongPass   = 12
+	exitInterrupted = 130
+)
+
+// app is the state shared by all commands of one invocation.
+type app struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+
+	repoLocation   string
+	passwordFile   string
+	passwordCmd    string
+	options        []string
+	jsonOutput     bool
+	quiet          bool
+	verbose        bool
+	compression    string
+	packSizeMiB    uint
+	insecureNoPass bool
+}
+
+func main() {
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := a.run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit code.
+func (a *app) run(ctx context.Context, args []string) int {
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(a.stderr, "scalr-backup: %v\n", err)
+	var locked *repo.LockedError
+	switch {
+	case ctx.Err() != nil:
+		return exitInterrupted
+	case errors.Is(err, backend.ErrNoRepository):
+		return exitNoRepo
+	case errors.Is(err, repo.ErrWrongPassword):
+		return exitWrongPass
+	case errors.As(err, &locked):
+		return exitLocked
+	}
+	return exitError
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "scalr-backup",
+		Short: "Back up Postgres containers into an encrypted, deduplicated restic-format repository",
+		Long: `scalr-backup writes and reads restic repositories natively: everything it
+stores can be checked, dumped, forgotten and pruned by the restic CLI, and it
+reads what restic writes.
+
+The repository location and password are taken from RESTIC_REPOSITORY and
+RESTIC_PASSWORD / RESTIC_PASSWORD_FILE / RESTIC_PASSWORD_COMMAND, or from the
+flags below; passwords are never accepted as arguments.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	f := root.PersistentFlags()
+	f.StringVarP(&a.repoLocation, "repo", "r", "", "repository `location`: a path, local:PATH or s3:HOST/BUCKET[/PREFIX] (default: $RESTIC_REPOSITORY)")
+	f.StringVarP(&a.passwordFile, "password-file", "p", "", "read the repository password from `file` (default: $RESTIC_PASSWORD_FILE)")
+	f.StringVar(&a.passwordCmd, "password-command", "", "shell `command` that prints the password (default: $RESTIC_PASSWORD_COMMAND)")
+	f.StringArrayVarP(&a.options, "option", "o", nil, "backend `key=value` option, e.g. s3.region=auto (repeatable)")
+	f.BoolVar(&a.jsonOutput, "json", false, "print JSON instead of text")
+	f.BoolVarP(&a.quiet, "quiet", "q", false, "print only errors")
+	f.BoolVarP(&a.verbose, "verbose", "v", false, "print more detail, including storage request counts")
+	f.StringVar(&a.compression, "compression", "", "compression of new data: auto, off or max (default: $RESTIC_COMPRESSION or auto)")
+	f.UintVar(&a.packSizeMiB, "pack-size", 0, "target pack size in MiB, 4 to 128 (default: $RESTIC_PACK_SIZE or 16)")
+	root.AddCommand(
+		a.initCommand(),
+		a.backupCommand(),
+		a.snapshotsCommand(),
+		a.dumpCommand(),
+		a.catCommand(),
+		a.keyCommand(),
+		a.versionCommand(),
+	)
+	return root
+}

@@ -1,0 +1,213 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+)
+
+// Lock timing, as restic has it: a lock is refreshed every 5 minutes and a
+// lock older than 30 minutes is stale.
+const (
+	lockRefreshInterval = 5 * time.Minute
+	lockStaleAfter      = 30 * time.Minute
+)
+
+// LockInfo is a lock file's content.
+type LockInfo struct {
+	Time      time.Time `json:"time"`
+	Exclusive bool      `json:"exclusive"`
+	Hostname  string    `json:"hostname"`
+	Username  string    `json:"username"`
+	PID       int       `json:"pid"`
+	UID       uint32    `json:"uid,omitempty"`
+	GID       uint32    `json:"gid,omitempty"`
+
+	ID ID `json:"-"`
+}
+
+// Stale reports whether the lock's holder is gone: older than 30 minutes,
+// or on this host with no process of that PID.
+func (l *LockInfo) Stale(now time.Time, host string) bool {
+	if now.Sub(l.Time) > lockStaleAfter {
+		return true
+	}
+	if l.Hostname != host {
+		return false
+	}
+	return !processExists(l.PID)
+}
+
+func processExists(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+func (l *LockInfo) String() string {
+	kind := "non-exclusive"
+	if l.Exclusive {
+		kind = "exclusive"
+	}
+	return fmt.Sprintf("%s lock %s held by PID %d on %s by %s, created %s ago", kind, l.ID.Str(), l.PID, l.Hostname, l.Username, time.Since(l.Time).Round(time.Second))
+}
+
+// LockedError reports a lock that conflicts with the one requested.
+type LockedError struct{ Holder *LockInfo }
+
+func (e *LockedError) Error() string {
+	return "repository is already locked: " + e.Holder.String()
+}
+
+// Lock is a held repository lock, refreshed in the background until
+// Unlock. When a refresh fails for too long, Lost is closed: the holder
+// must stop writing, as its lock may look stale to others.
+type Lock struct {
+	r      *Repository
+	info   LockInfo
+	mu     sync.Mutex
+	id     ID
+	stop   chan struct{}
+	done   chan struct{}
+	lost   chan struct{}
+	lostMu sync.Once
+}
+
+// Lost is closed when the lock could not be kept fresh.
+func (l *Lock) Lost() <-chan struct{} { return l.lost }
+
+// ListLocks loads every lock file. A lock that cannot be read is reported
+// as an error naming it, like restic since 0.15.
+func (r *Repository) ListLocks(ctx context.Context) ([]*LockInfo, error) {
+	var ids []ID
+	err := r.be.List(ctx, backend.LockFile, func(fi backend.FileInfo) error {
+		id, err := ParseID(fi.Name)
+		if err == nil {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list locks: %w", err)
+	}
+	var out []*LockInfo
+	for _, id := range ids {
+		var li LockInfo
+		if err := r.loadJSON(ctx, backend.LockFile, id, &li); err != nil {
+			if errors.Is(err, backend.ErrNotExist) {
+				continue // removed meanwhile
+			}
+			return nil, err
+		}
+		li.ID = id
+		out = append(out, &li)
+	}
+	return out, nil
+}
+
+// Lock takes a lock: exclusive ones conflict with any other lock,
+// non-exclusive ones with exclusive locks only. Stale locks still conflict
+// (only unlock removes them), as in restic.
+func (r *Repository) Lock(ctx context.Context, exclusive bool) (*Lock, error) {
+	if err := r.checkLocks(ctx, exclusive, ID{}); err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	l := &Lock{r: r, info: LockInfo{
+		Exclusive: exclusive, Hostname: host, Username: currentUser(),
+		PID: os.Getpid(), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
+	}, stop: make(chan struct{}), done: make(chan struct{}), lost: make(chan struct{})}
+	if err := l.write(ctx); err != nil {
+		return nil, err
+	}
+	// Check again: another process may have locked between our check and
+	// our write. Whoever sees the other's lock backs off.
+	if err := r.checkLocks(ctx, exclusive, l.id); err != nil {
+		_ = l.remove(context.WithoutCancel(ctx), l.id)
+		return nil, err
+	}
+	go l.refresher()
+	return l, nil
+}
+
+func (r *Repository) checkLocks(ctx context.Context, exclusive bool, own ID) error {
+	locks, err := r.ListLocks(ctx)
+	if err != nil {
+		return err
+	}
+	for _, li := range locks {
+		if li.ID == own {
+			continue
+		}
+		if exclusive || li.Exclusive {
+			return &LockedError{Holder: li}
+		}
+	}
+	return nil
+}
+
+func (l *Lock) write(ctx context.Context) error {
+	l.info.Time = time.Now()
+	id, err := l.r.saveJSON(ctx, backend.LockFile, &l.info)
+	if err != nil {
+		return fmt.Errorf("create lock: %w", err)
+	}
+	l.mu.Lock()
+	l.id = id
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *Lock) remove(ctx context.Context, id ID) error {
+	h := backend.Handle{Type: backend.LockFile, Name: id.String()}
+	if err := l.r.be.Remove(ctx, h); err != nil && !errors.Is(err, backend.ErrNotExist) {
+		return fmt.Errorf("remove %v: %w", h, err)
+	}
+	return nil
+}
+
+// refresher replaces the lock file every 5 minutes: a new one is written
+// before the old is removed, so the repository is never unlocked.
+func (l *Lock) refresher() {
+	defer close(l.done)
+	t := time.NewTicker(lockRefreshInterval)
+	defer t.Stop()
+	lastOK := time.Now()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		l.mu.Lock()
+		old := l.id
+		l.mu.Unlock()
+		err := l.write(ctx)
+		if err == nil {
+			_ = l.remove(ctx, old)
+			lastOK = time.Now()
+		} else if time.Since(lastOK) > lockStaleAfter-lockRefreshInterval {
+			l.lostMu.Do(func() { close(l.lost) })
+		}
+		cancel()
+	}
+}
+
+// Unlock stops refreshing and removes the lock file.
+func (l *Lock) Unlock(ctx context.Context) error {
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	id := l.id
+	l.mu.Unlock()
+	return l.remove(ctx, id)
+}

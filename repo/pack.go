@@ -1,0 +1,263 @@
+package repo
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+	"github.com/scalr-platform/scalr-backup/internal/crypto"
+)
+
+// Pack header entry types as stored on disk (not the BlobType values).
+const (
+	packData           = 0
+	packTree           = 1
+	packCompressedData = 2
+	packCompressedTree = 3
+
+	plainEntrySize      = 1 + 4 + 32
+	compressedEntrySize = 1 + 4 + 4 + 32
+
+	// maxHeaderSize bounds what a reader will load for a header (16 MiB).
+	maxHeaderSize = 16 << 20
+	// tailEntries is how many entries the first tail read tries to cover,
+	// so most headers take one ranged load.
+	tailEntries = 15
+)
+
+func entrySize(b Blob) int {
+	if b.IsCompressed() {
+		return compressedEntrySize
+	}
+	return plainEntrySize
+}
+
+// appendHeaderEntry encodes one header entry.
+func appendHeaderEntry(dst []byte, b Blob) ([]byte, error) {
+	var t byte
+	switch {
+	case b.Type == DataBlob && !b.IsCompressed():
+		t = packData
+	case b.Type == TreeBlob && !b.IsCompressed():
+		t = packTree
+	case b.Type == DataBlob:
+		t = packCompressedData
+	case b.Type == TreeBlob:
+		t = packCompressedTree
+	default:
+		return nil, fmt.Errorf("cannot pack %v", b.BlobHandle)
+	}
+	dst = append(dst, t)
+	dst = binary.LittleEndian.AppendUint32(dst, b.Length)
+	if b.IsCompressed() {
+		dst = binary.LittleEndian.AppendUint32(dst, b.UncompressedLength)
+	}
+	return append(dst, b.ID[:]...), nil
+}
+
+// EncodeHeader returns the plaintext header for blobs, in order.
+func EncodeHeader(blobs []Blob) ([]byte, error) {
+	buf := make([]byte, 0, len(blobs)*compressedEntrySize)
+	for _, b := range blobs {
+		var err error
+		if buf, err = appendHeaderEntry(buf, b); err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// DecodeHeader parses a plaintext header and assigns each blob its offset,
+// each starting where the previous one ended.
+func DecodeHeader(hdr []byte) ([]Blob, error) {
+	var blobs []Blob
+	var offset uint64
+	for pos := 0; pos < len(hdr); {
+		var b Blob
+		t := hdr[pos]
+		size := plainEntrySize
+		switch t {
+		case packData, packTree:
+		case packCompressedData, packCompressedTree:
+			size = compressedEntrySize
+		default:
+			return nil, fmt.Errorf("header entry %d: invalid type byte %d", len(blobs), t)
+		}
+		if len(hdr)-pos < size {
+			return nil, fmt.Errorf("header entry %d: truncated (%d of %d bytes)", len(blobs), len(hdr)-pos, size)
+		}
+		b.Type = DataBlob
+		if t == packTree || t == packCompressedTree {
+			b.Type = TreeBlob
+		}
+		b.Length = binary.LittleEndian.Uint32(hdr[pos+1:])
+		idAt := pos + 5
+		if size == compressedEntrySize {
+			b.UncompressedLength = binary.LittleEndian.Uint32(hdr[pos+5:])
+			idAt += 4
+			if b.UncompressedLength == 0 {
+				return nil, fmt.Errorf("header entry %d: compressed blob with uncompressed length 0", len(blobs))
+			}
+		}
+		if b.Length < crypto.Overhead {
+			return nil, fmt.Errorf("header entry %d: blob length %d shorter than the sealing overhead", len(blobs), b.Length)
+		}
+		copy(b.ID[:], hdr[idAt:idAt+32])
+		if offset > 1<<32-1 {
+			return nil, fmt.Errorf("header entry %d: offset beyond 4 GiB", len(blobs))
+		}
+		b.Offset = uint32(offset)
+		offset += uint64(b.Length)
+		blobs = append(blobs, b)
+		pos += size
+	}
+	if len(blobs) == 0 {
+		return nil, errors.New("header lists no blobs")
+	}
+	return blobs, nil
+}
+
+// PackSize is the size a pack holding blobs must have: the blobs, the
+// sealed header and its 4-byte length.
+func PackSize(blobs []Blob) int64 {
+	var n int64
+	for _, b := range blobs {
+		n += int64(b.Length) + int64(entrySize(b))
+	}
+	return n + crypto.Overhead + 4
+}
+
+// packBuilder collects sealed blobs of one type into a pack in memory,
+// hashing (SHA-256 for the name, MD5 for the upload check) as bytes are
+// appended, so the finished pack is never read a second time.
+type packBuilder struct {
+	buf   []byte
+	blobs []Blob
+	sha   hash.Hash
+	md5   hash.Hash
+}
+
+func newPackBuilder(capacity int) *packBuilder {
+	return &packBuilder{buf: make([]byte, 0, capacity), sha: sha256.New(), md5: md5.New()}
+}
+
+func (p *packBuilder) add(h BlobHandle, sealed []byte, uncompressed uint32) {
+	p.blobs = append(p.blobs, Blob{BlobHandle: h, Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), UncompressedLength: uncompressed})
+	p.buf = append(p.buf, sealed...)
+	p.sha.Write(sealed)
+	p.md5.Write(sealed)
+}
+
+func (p *packBuilder) size() int { return len(p.buf) }
+
+// finishedPack is a complete pack ready to upload.
+type finishedPack struct {
+	id    ID
+	data  []byte
+	md5   []byte
+	blobs []Blob
+}
+
+// finish appends the sealed header and its length.
+func (p *packBuilder) finish(key *crypto.Key) (*finishedPack, error) {
+	hdr, err := EncodeHeader(p.blobs)
+	if err != nil {
+		return nil, err
+	}
+	start := len(p.buf)
+	p.buf, err = key.Seal(p.buf, hdr)
+	if err != nil {
+		return nil, err
+	}
+	p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(p.buf)-start))
+	p.sha.Write(p.buf[start:])
+	p.md5.Write(p.buf[start:])
+	var id ID
+	copy(id[:], p.sha.Sum(nil))
+	if int64(len(p.buf)) != PackSize(p.blobs) {
+		return nil, fmt.Errorf("pack %s: size %d does not match its header (%d)", id.Str(), len(p.buf), PackSize(p.blobs))
+	}
+	return &finishedPack{id: id, data: p.buf, md5: p.md5.Sum(nil), blobs: p.blobs}, nil
+}
+
+// source lets an upload retry from the first byte without copying the pack.
+func (f *finishedPack) source() backend.Source { return &packSource{f: f} }
+
+type packSource struct {
+	f   *finishedPack
+	pos int
+}
+
+func (s *packSource) Read(b []byte) (int, error) {
+	if s.pos >= len(s.f.data) {
+		return 0, io.EOF
+	}
+	n := copy(b, s.f.data[s.pos:])
+	s.pos += n
+	return n, nil
+}
+func (s *packSource) Rewind() error { s.pos = 0; return nil }
+func (s *packSource) Length() int64 { return int64(len(s.f.data)) }
+func (s *packSource) MD5() []byte   { return s.f.md5 }
+
+// ReadPackHeader loads and decodes the header of pack id, which has size
+// bytes, with one ranged load in the common case. It checks the size
+// formula, so a truncated or padded pack is reported.
+func ReadPackHeader(ctx context.Context, be backend.Backend, key *crypto.Key, id ID, size int64) ([]Blob, error) {
+	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+	name := h.String()
+	if size < crypto.Overhead+4+plainEntrySize {
+		return nil, corrupt(name, "pack is %d bytes, too small to hold a header", size)
+	}
+	tail := int64(tailEntries*compressedEntrySize + crypto.Overhead + 4)
+	if tail > size {
+		tail = size
+	}
+	buf, err := loadRange(ctx, be, h, tail, size-tail)
+	if err != nil {
+		return nil, err
+	}
+	hdrLen := int64(binary.LittleEndian.Uint32(buf[len(buf)-4:]))
+	if hdrLen > maxHeaderSize || hdrLen+4 > size || hdrLen < crypto.Overhead+plainEntrySize {
+		return nil, corrupt(name, "header length %d invalid for a %d-byte pack", hdrLen, size)
+	}
+	var sealed []byte
+	if hdrLen+4 <= tail {
+		sealed = buf[len(buf)-4-int(hdrLen) : len(buf)-4]
+	} else {
+		if sealed, err = loadRange(ctx, be, h, hdrLen, size-4-hdrLen); err != nil {
+			return nil, err
+		}
+	}
+	plain, err := key.Open(nil, sealed)
+	if err != nil {
+		return nil, corrupt(name, "decrypt header: %w", err)
+	}
+	blobs, err := DecodeHeader(plain)
+	if err != nil {
+		return nil, corrupt(name, "%w", err)
+	}
+	if want := PackSize(blobs); want != size {
+		return nil, corrupt(name, "pack is %d bytes but its header describes %d", size, want)
+	}
+	return blobs, nil
+}
+
+func loadRange(ctx context.Context, be backend.Backend, h backend.Handle, length, offset int64) ([]byte, error) {
+	rd, err := be.Load(ctx, h, int(length), offset)
+	if err != nil {
+		return nil, fmt.Errorf("load %v [%d+%d]: %w", h, offset, length, err)
+	}
+	defer rd.Close()
+	buf := make([]byte, length)
+	if _, err := io.ReadFull(rd, buf); err != nil {
+		return nil, fmt.Errorf("read %v [%d+%d]: %w", h, offset, length, err)
+	}
+	return buf, nil
+}

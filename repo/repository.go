@@ -1,0 +1,292 @@
+// Package repo reads and writes restic repositories: keys and config,
+// packs and their index, trees, snapshots, stream backup and stream restore.
+// Everything it writes is readable by the restic CLI and everything restic
+// writes is readable here.
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"runtime"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+	"github.com/scalr-platform/scalr-backup/chunker"
+	"github.com/scalr-platform/scalr-backup/internal/crypto"
+)
+
+// Compression is the zstd setting for new blobs in a version 2 repository.
+type Compression int
+
+// Compression modes, as restic's --compression spells them.
+const (
+	CompressionAuto Compression = iota
+	CompressionOff
+	CompressionMax
+)
+
+// ParseCompression reads auto, off or max ("" means auto).
+func ParseCompression(s string) (Compression, error) {
+	switch s {
+	case "", "auto":
+		return CompressionAuto, nil
+	case "off":
+		return CompressionOff, nil
+	case "max":
+		return CompressionMax, nil
+	}
+	return 0, fmt.Errorf("invalid compression mode %q: want auto, off or max", s)
+}
+
+func (c Compression) String() string {
+	switch c {
+	case CompressionOff:
+		return "off"
+	case CompressionMax:
+		return "max"
+	}
+	return "auto"
+}
+
+// Pack size limits, as restic's RESTIC_PACK_SIZE has them.
+const (
+	DefaultPackSize = 16 << 20
+	MinPackSize     = 4 << 20
+	MaxPackSize     = 128 << 20
+)
+
+// Options tune how a repository writes. The zero value is restic's defaults
+// sized for this machine.
+type Options struct {
+	Compression Compression
+	// PackSize is the target pack size in bytes (0 means 16 MiB).
+	PackSize int
+	// Workers hash, compress and seal blobs (0 means GOMAXPROCS).
+	Workers int
+	// Uploaders save packs concurrently (0 means 2).
+	Uploaders int
+}
+
+func (o Options) normalized() (Options, error) {
+	if o.PackSize == 0 {
+		o.PackSize = DefaultPackSize
+	}
+	if o.PackSize < MinPackSize || o.PackSize > MaxPackSize {
+		return o, fmt.Errorf("pack size %d MiB out of range: want %d to %d MiB", o.PackSize>>20, MinPackSize>>20, MaxPackSize>>20)
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Uploaders <= 0 {
+		o.Uploaders = 2
+	}
+	return o, nil
+}
+
+// Repository is an open repository: a backend, the master key, the config
+// and the loaded index.
+type Repository struct {
+	be    backend.Backend
+	key   *crypto.Key
+	keyID ID
+	cfg   Config
+	opts  Options
+
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+
+	idxOnce sync.Once
+	idxErr  error
+	idx     *Index
+}
+
+// InitOptions choose the format of a new repository.
+type InitOptions struct {
+	// Version is 1 or 2 (0 means 2).
+	Version uint
+	// KDF overrides scrypt calibration. Tests use small values to save
+	// time; production repositories leave it nil.
+	KDF *crypto.Params
+	// Username and Hostname are recorded in the first key file (defaults:
+	// the current user and host).
+	Username, Hostname string
+}
+
+// Init creates a repository in be, which must hold none yet, and returns it
+// opened with the new key.
+func Init(ctx context.Context, be backend.Backend, password string, io InitOptions, opts Options) (*Repository, error) {
+	if password == "" {
+		return nil, errors.New("init: empty password")
+	}
+	if io.Version == 0 {
+		io.Version = MaxVersion
+	}
+	if io.Version < MinVersion || io.Version > MaxVersion {
+		return nil, fmt.Errorf("init: unsupported repository version %d (want %d or %d)", io.Version, MinVersion, MaxVersion)
+	}
+	if _, err := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err == nil {
+		return nil, fmt.Errorf("init %s: config file already exists", be.Location())
+	} else if !errors.Is(err, backend.ErrNotExist) {
+		return nil, fmt.Errorf("init %s: %w", be.Location(), err)
+	}
+	if c, ok := be.(backend.Creator); ok {
+		if err := c.Create(ctx); err != nil {
+			return nil, fmt.Errorf("init %s: %w", be.Location(), err)
+		}
+	}
+	pol, err := chunker.RandomPolynomial()
+	if err != nil {
+		return nil, err
+	}
+	var rid ID
+	if _, err := rand.Read(rid[:]); err != nil {
+		return nil, fmt.Errorf("init: repository id: %w", err)
+	}
+	cfg := Config{Version: io.Version, ID: rid.String(), ChunkerPolynomial: pol}
+	master, err := crypto.NewRandomKey()
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRepository(be, master, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	params := crypto.Calibrate(kdfTarget, kdfMemory)
+	if io.KDF != nil {
+		params = *io.KDF
+	}
+	keyID, err := r.addKey(ctx, password, params, io.Username, io.Hostname)
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	r.keyID = keyID
+	// The config is written last: a repository without it is not a
+	// repository, so a failed init leaves nothing that opens.
+	if err := r.saveConfig(ctx); err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	r.idx = NewIndex()
+	r.idxOnce.Do(func() {})
+	return r, nil
+}
+
+// Open finds the key that password opens and loads the config. The index
+// is loaded on first use.
+func Open(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
+	if _, err := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err != nil {
+		if errors.Is(err, backend.ErrNotExist) {
+			return nil, fmt.Errorf("open %s: %w", be.Location(), backend.ErrNoRepository)
+		}
+		return nil, fmt.Errorf("open %s: %w", be.Location(), err)
+	}
+	master, keyID, err := searchKey(ctx, be, password)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := backend.LoadAll(ctx, be, backend.Handle{Type: backend.ConfigFile})
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	plain, err := master.Open(nil, raw)
+	if err != nil {
+		return nil, corrupt("config", "decrypt: %w", err)
+	}
+	cfg, err := decodeConfig(plain)
+	if err != nil {
+		return nil, corrupt("config", "%w", err)
+	}
+	r, err := newRepository(be, master, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	r.keyID = keyID
+	return r, nil
+}
+
+func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options) (*Repository, error) {
+	opts, err := opts.normalized()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Version < 2 && opts.Compression == CompressionMax {
+		return nil, fmt.Errorf("compression %q needs repository format version 2; this repository is version %d", opts.Compression, cfg.Version)
+	}
+	level := zstd.SpeedDefault
+	if opts.Compression == CompressionMax {
+		level = zstd.SpeedBestCompression
+	}
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(level),
+		zstd.WithEncoderCRC(false),
+		zstd.WithWindowSize(512<<10),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithZeroFrames(true),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(0),
+		zstd.WithDecoderMaxMemory(16<<30),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("zstd decoder: %w", err)
+	}
+	return &Repository{be: be, key: key, cfg: cfg, opts: opts, enc: enc, dec: dec}, nil
+}
+
+// Close releases the compressors. The backend is the caller's to close.
+func (r *Repository) Close() error {
+	r.dec.Close()
+	return r.enc.Close()
+}
+
+// Backend returns the storage the repository lives in.
+func (r *Repository) Backend() backend.Backend { return r.be }
+
+// Config returns the repository's config.
+func (r *Repository) Config() Config { return r.cfg }
+
+// KeyID names the key file that opened the repository.
+func (r *Repository) KeyID() ID { return r.keyID }
+
+// Options returns the effective write options.
+func (r *Repository) Options() Options { return r.opts }
+
+// compressing reports whether new blobs and unpacked files are compressed.
+func (r *Repository) compressing() bool {
+	return r.cfg.Version >= 2 && r.opts.Compression != CompressionOff
+}
+
+func (r *Repository) saveConfig(ctx context.Context) error {
+	plain, err := jsonMarshal(r.cfg)
+	if err != nil {
+		return err
+	}
+	sealed, err := r.key.Seal(nil, plain)
+	if err != nil {
+		return err
+	}
+	if err := r.be.Save(ctx, backend.Handle{Type: backend.ConfigFile}, backend.BytesSource(sealed)); err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	return nil
+}
+
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return os.Getenv("USER")
+}
+
+func currentHost() string {
+	h, _ := os.Hostname()
+	return h
+}

@@ -1,0 +1,240 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+)
+
+// LoadTree loads and decodes tree blob id.
+func (r *Repository) LoadTree(ctx context.Context, id ID) (*Tree, error) {
+	buf, err := r.LoadBlob(ctx, BlobHandle{ID: id, Type: TreeBlob})
+	if err != nil {
+		return nil, fmt.Errorf("load tree %s: %w", id.Str(), err)
+	}
+	t, err := DecodeTree(buf)
+	if err != nil {
+		return nil, corrupt("tree "+id.Str(), "%w", err)
+	}
+	return t, nil
+}
+
+// FindNode walks from sn's root tree to the node at p ("/a/b/file").
+func (r *Repository) FindNode(ctx context.Context, sn *Snapshot, p string) (*Node, error) {
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	if len(parts) == 1 && parts[0] == "" {
+		return nil, fmt.Errorf("path %q: need a file path, not the snapshot root", p)
+	}
+	treeID := *sn.Tree
+	for i, name := range parts {
+		t, err := r.LoadTree(ctx, treeID)
+		if err != nil {
+			return nil, err
+		}
+		n := t.Find(name)
+		if n == nil {
+			return nil, fmt.Errorf("path %q not in snapshot %s: %w", p, sn.ID.Str(), ErrNotFound)
+		}
+		if i == len(parts)-1 {
+			return n, nil
+		}
+		if n.Type != NodeDir || n.Subtree == nil {
+			return nil, fmt.Errorf("path %q not in snapshot %s: %q is a %s, not a directory: %w", p, sn.ID.Str(), "/"+strings.Join(parts[:i+1], "/"), n.Type, ErrNotFound)
+		}
+		treeID = *n.Subtree
+	}
+	return nil, fmt.Errorf("path %q: %w", p, ErrNotFound)
+}
+
+// Walk calls fn for every node below tree id, depth first, with its path.
+func (r *Repository) Walk(ctx context.Context, id ID, fn func(p string, n *Node) error) error {
+	return r.walk(ctx, id, "", fn)
+}
+
+func (r *Repository) walk(ctx context.Context, id ID, prefix string, fn func(string, *Node) error) error {
+	t, err := r.LoadTree(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, n := range t.Nodes {
+		p := prefix + "/" + n.Name
+		if err := fn(p, n); err != nil {
+			return err
+		}
+		if n.Type == NodeDir && n.Subtree != nil {
+			if err := r.walk(ctx, *n.Subtree, p, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Read-ahead bounds for file readers: neighbouring blobs of a pack are
+// fetched with one ranged load of at most maxRangeBytes, by readWorkers
+// goroutines, with at most readAhead ranges fetched but not yet consumed.
+const (
+	maxRangeBytes = 8 << 20
+	readWorkers   = 4
+	readAhead     = 6
+)
+
+type blobRange struct {
+	pack  ID
+	blobs []Blob
+	// result is filled by a worker and closed.
+	result chan rangeResult
+}
+
+type rangeResult struct {
+	plain [][]byte
+	err   error
+}
+
+// FileReader streams a file's content in order, verifying each blob (MAC,
+// decompression, SHA-256) before any of its bytes are returned.
+type FileReader struct {
+	r      *Repository
+	node   *Node
+	ranges []*blobRange
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	slots  chan struct{}
+
+	next    int      // next range to consume
+	pending [][]byte // plaintext not yet returned
+	total   uint64
+	err     error
+}
+
+// OpenFile returns a reader of a file node's bytes. Every blob is looked up
+// first, so a file with a blob missing from the index fails here rather
+// than after part of it was written somewhere.
+func (r *Repository) OpenFile(ctx context.Context, n *Node) (*FileReader, error) {
+	if n.Type != NodeFile {
+		return nil, fmt.Errorf("%q is a %s, not a file", n.Name, n.Type)
+	}
+	idx, err := r.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ranges []*blobRange
+	var cur *blobRange
+	var curBytes uint32
+	for i, id := range n.Content {
+		pb, ok := idx.Lookup(BlobHandle{ID: id, Type: DataBlob})
+		if !ok {
+			return nil, fmt.Errorf("file %q: data blob %s (part %d) is not in the index: %w", n.Name, id.Str(), i, ErrNotFound)
+		}
+		if cur != nil && cur.pack == pb.PackID && pb.Offset == last(cur).Offset+last(cur).Length && curBytes+pb.Length <= maxRangeBytes {
+			cur.blobs = append(cur.blobs, pb.Blob)
+			curBytes += pb.Length
+			continue
+		}
+		cur = &blobRange{pack: pb.PackID, blobs: []Blob{pb.Blob}, result: make(chan rangeResult, 1)}
+		curBytes = pb.Length
+		ranges = append(ranges, cur)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	fr := &FileReader{r: r, node: n, ranges: ranges, cancel: cancel, slots: make(chan struct{}, readAhead)}
+	work := make(chan *blobRange)
+	for i := 0; i < readWorkers; i++ {
+		fr.wg.Add(1)
+		go func() {
+			defer fr.wg.Done()
+			for br := range work {
+				br.result <- fr.fetch(ctx, br)
+			}
+		}()
+	}
+	fr.wg.Add(1)
+	go func() {
+		defer fr.wg.Done()
+		defer close(work)
+		for _, br := range ranges {
+			select {
+			case fr.slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case work <- br:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return fr, nil
+}
+
+func last(br *blobRange) Blob { return br.blobs[len(br.blobs)-1] }
+
+func (fr *FileReader) fetch(ctx context.Context, br *blobRange) rangeResult {
+	first := br.blobs[0]
+	end := last(br).Offset + last(br).Length
+	h := backend.Handle{Type: backend.PackFile, Name: br.pack.String()}
+	buf, err := loadRange(ctx, fr.r.be, h, int64(end-first.Offset), int64(first.Offset))
+	if err != nil {
+		return rangeResult{err: err}
+	}
+	out := make([][]byte, len(br.blobs))
+	for i, b := range br.blobs {
+		at := b.Offset - first.Offset
+		plain, err := fr.r.openBlob(b, buf[at:at+b.Length], nil)
+		if err != nil {
+			return rangeResult{err: corrupt(h.String(), "%w", err)}
+		}
+		out[i] = plain
+	}
+	return rangeResult{plain: out}
+}
+
+// Read implements io.Reader.
+func (fr *FileReader) Read(p []byte) (int, error) {
+	if fr.err != nil {
+		return 0, fr.err
+	}
+	for len(fr.pending) == 0 {
+		if fr.next >= len(fr.ranges) {
+			if fr.total != fr.node.Size {
+				fr.err = fmt.Errorf("file %q: content is %d bytes but the node says %d", fr.node.Name, fr.total, fr.node.Size)
+				return 0, fr.err
+			}
+			fr.err = io.EOF
+			return 0, io.EOF
+		}
+		res := <-fr.ranges[fr.next].result
+		fr.ranges[fr.next] = nil
+		fr.next++
+		<-fr.slots
+		if res.err != nil {
+			fr.err = fmt.Errorf("file %q: %w", fr.node.Name, res.err)
+			return 0, fr.err
+		}
+		for _, b := range res.plain {
+			if len(b) > 0 {
+				fr.pending = append(fr.pending, b)
+			}
+		}
+	}
+	n := copy(p, fr.pending[0])
+	fr.total += uint64(n)
+	if n == len(fr.pending[0]) {
+		fr.pending[0] = nil
+		fr.pending = fr.pending[1:]
+	} else {
+		fr.pending[0] = fr.pending[0][n:]
+	}
+	return n, nil
+}
+
+// Close stops the prefetchers and waits for them.
+func (fr *FileReader) Close() error {
+	fr.cancel()
+	fr.wg.Wait()
+	return nil
+}

@@ -1,0 +1,295 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+	"github.com/scalr-platform/scalr-backup/internal/crypto"
+)
+
+// Writer adds blobs to the repository. SaveBlob may be called from many
+// goroutines: hashing, compression and sealing run on the caller's
+// goroutine, packs are uploaded by at most Options.Uploaders goroutines, and
+// a caller blocks while all uploaders are busy, which bounds memory to
+// about (uploaders + 2) packs whatever the amount of data.
+//
+// Nothing a Writer stores is visible to readers until Flush has stored every
+// pack and then written the index files that name them.
+type Writer struct {
+	r   *Repository
+	idx *Index
+	ctx context.Context
+
+	mu       sync.Mutex
+	inFlight map[BlobHandle]struct{}
+	packs    map[BlobType]*packBuilder
+	stats    WriteStats
+
+	uploadSlots chan struct{}
+	freeBufs    chan []byte
+	uploads     sync.WaitGroup
+	errMu       sync.Mutex
+	err         error
+}
+
+// WriteStats counts what a Writer added.
+type WriteStats struct {
+	DataBlobs int `json:"data_blobs"`
+	TreeBlobs int `json:"tree_blobs"`
+	// DataAdded is the plaintext bytes of new blobs.
+	DataAdded uint64 `json:"data_added"`
+	// DataAddedPacked is the stored bytes of new blobs (after compression
+	// and sealing).
+	DataAddedPacked uint64 `json:"data_added_packed"`
+	Packs           int    `json:"packs"`
+}
+
+// NewWriter starts a write session; uploads run under ctx. The index is
+// loaded if it was not yet.
+func (r *Repository) NewWriter(ctx context.Context) (*Writer, error) {
+	idx, err := r.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{
+		r: r, idx: idx, ctx: ctx,
+		inFlight:    map[BlobHandle]struct{}{},
+		packs:       map[BlobType]*packBuilder{},
+		uploadSlots: make(chan struct{}, r.opts.Uploaders),
+		freeBufs:    make(chan []byte, r.opts.Uploaders+2),
+	}, nil
+}
+
+// Stats returns what was added so far.
+func (w *Writer) Stats() WriteStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats
+}
+
+// Err returns the first error of any upload so far.
+func (w *Writer) Err() error {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	return w.err
+}
+
+func (w *Writer) fail(err error) {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	if w.err == nil {
+		w.err = err
+	}
+}
+
+// SaveBlob stores data as a blob of type t unless the repository or this
+// session already has it. It returns the blob's ID and whether it was new.
+// data may be reused by the caller once SaveBlob returns.
+func (w *Writer) SaveBlob(ctx context.Context, t BlobType, data []byte) (ID, bool, error) {
+	if err := w.Err(); err != nil {
+		return ID{}, false, err
+	}
+	h := BlobHandle{ID: Hash(data), Type: t}
+	if w.idx.Has(h) {
+		return h.ID, false, nil
+	}
+	w.mu.Lock()
+	if _, ok := w.inFlight[h]; ok {
+		w.mu.Unlock()
+		return h.ID, false, nil
+	}
+	w.inFlight[h] = struct{}{}
+	w.mu.Unlock()
+
+	sealed, ulen, err := w.r.sealBlob(h, data)
+	if err != nil {
+		w.fail(err)
+		return ID{}, false, err
+	}
+	if err := w.addToPack(ctx, h, sealed, ulen, len(data)); err != nil {
+		return ID{}, false, err
+	}
+	return h.ID, true, nil
+}
+
+func (w *Writer) addToPack(ctx context.Context, h BlobHandle, sealed []byte, ulen uint32, plainLen int) error {
+	w.mu.Lock()
+	p := w.packs[h.Type]
+	if p == nil {
+		p = w.newPackBuilder()
+		w.packs[h.Type] = p
+	}
+	p.add(h, sealed, ulen)
+	if h.Type == DataBlob {
+		w.stats.DataBlobs++
+	} else {
+		w.stats.TreeBlobs++
+	}
+	w.stats.DataAdded += uint64(plainLen)
+	w.stats.DataAddedPacked += uint64(len(sealed))
+	var full *packBuilder
+	if p.size() >= w.r.opts.PackSize {
+		full = p
+		delete(w.packs, h.Type)
+	}
+	w.mu.Unlock()
+	if full == nil {
+		return nil
+	}
+	return w.upload(ctx, full)
+}
+
+func (w *Writer) newPackBuilder() *packBuilder {
+	// A pack ends up to one maximal blob past the target size.
+	capacity := w.r.opts.PackSize + 8<<20 + 64<<10
+	select {
+	case buf := <-w.freeBufs:
+		p := newPackBuilder(0)
+		p.buf = buf[:0]
+		return p
+	default:
+		return newPackBuilder(capacity)
+	}
+}
+
+// upload finishes p and hands it to an uploader, waiting for a free one.
+func (w *Writer) upload(ctx context.Context, p *packBuilder) error {
+	fp, err := p.finish(w.r.key)
+	if err != nil {
+		w.fail(err)
+		return err
+	}
+	select {
+	case w.uploadSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	}
+	w.mu.Lock()
+	w.stats.Packs++
+	w.mu.Unlock()
+	w.uploads.Add(1)
+	go func() {
+		defer func() {
+			<-w.uploadSlots
+			w.uploads.Done()
+		}()
+		h := backend.Handle{Type: backend.PackFile, Name: fp.id.String()}
+		if err := w.r.be.Save(w.ctx, h, fp.source()); err != nil {
+			w.fail(fmt.Errorf("save pack %v: %w", h, err))
+			return
+		}
+		// Only a stored pack enters the index.
+		w.idx.addStored(fp.id, fp.blobs)
+		select {
+		case w.freeBufs <- fp.data[:0]:
+		default:
+		}
+	}()
+	return nil
+}
+
+// Flush uploads the partly filled packs, waits for every upload, and then
+// writes index files for all packs this session stored. After Flush
+// returns nil, every blob saved so far is readable and durable.
+func (w *Writer) Flush(ctx context.Context) error {
+	// Data before trees: a tree is only useful once its data is stored.
+	for _, t := range []BlobType{DataBlob, TreeBlob} {
+		w.mu.Lock()
+		p := w.packs[t]
+		delete(w.packs, t)
+		w.mu.Unlock()
+		if p != nil && len(p.blobs) > 0 {
+			if err := w.upload(ctx, p); err != nil {
+				w.uploads.Wait()
+				return err
+			}
+		}
+	}
+	w.uploads.Wait()
+	if err := w.Err(); err != nil {
+		return err
+	}
+	return w.r.saveIndex(ctx, w.idx)
+}
+
+// Abort waits for running uploads and drops the partly filled packs. What
+// was uploaded stays unreferenced until a prune removes it.
+func (w *Writer) Abort() {
+	w.mu.Lock()
+	w.packs = map[BlobType]*packBuilder{}
+	w.mu.Unlock()
+	w.uploads.Wait()
+}
+
+// sealBlob compresses (in version 2, unless compression is off) and seals
+// one blob, then opens the result again and checks its hash: restic does
+// the same since a memory fault once stored blobs that never read back, and
+// a backup that cannot be restored is worse than a failed one.
+func (r *Repository) sealBlob(h BlobHandle, data []byte) ([]byte, uint32, error) {
+	plain := data
+	var ulen uint32
+	if r.compressing() && len(data) > 0 {
+		plain = r.enc.EncodeAll(data, make([]byte, 0, len(data)/2+64))
+		ulen = uint32(len(data))
+	}
+	sealed, err := r.key.Seal(make([]byte, 0, len(plain)+crypto.Overhead), plain)
+	if err != nil {
+		return nil, 0, fmt.Errorf("seal %v: %w", h, err)
+	}
+	if _, err := r.openBlob(Blob{BlobHandle: h, Length: uint32(len(sealed)), UncompressedLength: ulen}, sealed, nil); err != nil {
+		return nil, 0, fmt.Errorf("verify %v after sealing: %w", h, err)
+	}
+	return sealed, ulen, nil
+}
+
+// openBlob authenticates, decrypts, decompresses and hashes one stored
+// blob, appending the plaintext to dst.
+func (r *Repository) openBlob(b Blob, sealed []byte, dst []byte) ([]byte, error) {
+	if uint32(len(sealed)) != b.Length {
+		return nil, fmt.Errorf("%v: read %d bytes, want %d", b.BlobHandle, len(sealed), b.Length)
+	}
+	plain, err := r.key.Open(nil, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%v: decrypt: %w", b.BlobHandle, err)
+	}
+	if b.IsCompressed() {
+		out, err := r.dec.DecodeAll(plain, dst[:0])
+		if err != nil {
+			return nil, fmt.Errorf("%v: decompress: %w", b.BlobHandle, err)
+		}
+		if uint32(len(out)) != b.UncompressedLength {
+			return nil, fmt.Errorf("%v: decompressed to %d bytes, index says %d", b.BlobHandle, len(out), b.UncompressedLength)
+		}
+		plain = out
+	}
+	if Hash(plain) != b.ID {
+		return nil, fmt.Errorf("%v: content hash is %s", b.BlobHandle, Hash(plain).Str())
+	}
+	return plain, nil
+}
+
+// LoadBlob reads, verifies and returns blob h.
+func (r *Repository) LoadBlob(ctx context.Context, h BlobHandle) ([]byte, error) {
+	idx, err := r.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pb, ok := idx.Lookup(h)
+	if !ok {
+		return nil, fmt.Errorf("%v is not in the index: %w", h, ErrNotFound)
+	}
+	ph := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
+	sealed, err := loadRange(ctx, r.be, ph, int64(pb.Length), int64(pb.Offset))
+	if err != nil {
+		return nil, err
+	}
+	plain, err := r.openBlob(pb.Blob, sealed, nil)
+	if err != nil {
+		return nil, corrupt(ph.String(), "%w", err)
+	}
+	return plain, nil
+}
