@@ -224,4 +224,3 @@ func (r *Repository) RemoveKey(ctx context.Context, id ID) error {
 func (r *Repository) FindKeyID(ctx context.Context, prefix string) (ID, error) {
 	return r.FindFile(ctx, backend.KeyFile, prefix)
 }
-

@@ -51,4 +51,3 @@ func (a *app) dumpCommand() *cobra.Command {
 	addFilterFlags(cmd, &filter)
 	return cmd
 }
-
