@@ -47,7 +47,7 @@ is an error: an empty dump is almost always a failed dump.`,
 			if fromCommand && len(args) == 0 {
 				return errors.New("--stdin-from-command needs a command after --")
 			}
-			when := time.Now()
+			var when time.Time // zero: the backup's start
 			if timeOverride != "" {
 				t, err := time.ParseInLocation("2006-01-02 15:04:05", timeOverride, time.Local)
 				if err != nil {
