@@ -1,0 +1,30 @@
+# Targets:
+#   make build   compile every package and bin/scalr-backup
+#   make lint    gofmt (must list nothing) and go vet
+#   make test    install test tools, run every test (integration required),
+#                a short fuzz run of every fuzz target, then lint
+#   make unit    fast tests only (go test -short: no tools, no services)
+
+GO ?= go
+
+.PHONY: build lint test unit
+
+build:
+	$(GO) build ./...
+	$(GO) build -o bin/scalr-backup ./cmd/scalr-backup
+
+lint:
+	@unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt -l lists files that need gofmt -w:"; echo "$$unformatted"; exit 1; \
+	fi
+	$(GO) vet ./...
+
+test:
+	bash scripts/test-setup.sh
+	SCALR_BACKUP_REQUIRE_INTEGRATION=1 $(GO) test -count=1 -timeout 40m ./...
+	bash scripts/fuzz-short.sh
+	$(MAKE) lint
+
+unit:
+	$(GO) test -short ./...

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Installs the tools the integration tests need, and says what it found.
+#
+#   restic 0.14   Debian's package (/usr/bin/restic), installed with apt-get
+#   restic 0.18.1 built with `go install` into CACHE/tools/restic-0.18.1/restic
+#   versitygw     by scripts/install-versitygw.sh, when that script exists
+#
+# CACHE is $SCALR_BACKUP_CACHE, else $XDG_CACHE_HOME/scalr-backup, else
+# $HOME/.cache/scalr-backup (the same rule as internal/testenv/cache.go).
+#
+# Idempotent: apt-get runs only when the restic package is missing, and the
+# Go build only when the cached binary is missing or reports another version.
+# Runs unattended (no terminal needed); needs root, or sudo, for apt-get.
+set -euo pipefail
+
+RESTIC_GO_VERSION=0.18.1
+RESTIC_DEBIAN_VERSION=0.14 # the version bookworm ships (0.14.0)
+
+say() { printf '[test-setup] %s\n' "$*"; }
+die() {
+	printf '[test-setup] error: %s\n' "$*" >&2
+	exit 1
+}
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+if [[ -n "${SCALR_BACKUP_CACHE:-}" ]]; then
+	cache=$SCALR_BACKUP_CACHE
+elif [[ -n "${XDG_CACHE_HOME:-}" ]]; then
+	cache=$XDG_CACHE_HOME/scalr-backup
+else
+	cache=${HOME:?HOME is not set}/.cache/scalr-backup
+fi
+say "tool cache: $cache"
+
+# as_root runs a command as root: directly when we are root, else via sudo.
+as_root() {
+	if [[ $(id -u) -eq 0 ]]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo -n "$@"
+	else
+		die "need root (or sudo) to run: $*"
+	fi
+}
+
+# --- restic 0.14: Debian's package -----------------------------------------
+
+deb_restic_installed() {
+	[[ $(dpkg-query -W -f='${db:Status-Status}' restic 2>/dev/null || true) == installed ]]
+}
+
+if deb_restic_installed; then
+	say "Debian package restic is installed ($(dpkg-query -W -f='${Version}' restic))"
+else
+	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: restic $RESTIC_DEBIAN_VERSION comes from Debian's package"
+	export DEBIAN_FRONTEND=noninteractive
+	say "running apt-get update (the restic package is not installed)"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	say "installing Debian package restic"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		-o Dpkg::Use-Pty=0 restic
+	deb_restic_installed || die "apt-get finished but the restic package is not installed"
+fi
+
+[[ -x /usr/bin/restic ]] || die "/usr/bin/restic is missing although the restic package is installed"
+deb_version=$(/usr/bin/restic version 2>/dev/null || true)
+[[ $deb_version == "restic $RESTIC_DEBIAN_VERSION"* ]] ||
+	die "/usr/bin/restic reports '$deb_version', want restic $RESTIC_DEBIAN_VERSION (Debian bookworm's package)"
+
+# --- restic 0.18.1: go install into the cache ---------------------------------
+
+restic_dir=$cache/tools/restic-$RESTIC_GO_VERSION
+restic_bin=$restic_dir/restic
+
+have_go_restic() {
+	[[ -x $restic_bin ]] && [[ $("$restic_bin" version 2>/dev/null || true) == "restic $RESTIC_GO_VERSION "* ]]
+}
+
+if have_go_restic; then
+	say "restic $RESTIC_GO_VERSION already built: $restic_bin"
+else
+	command -v go >/dev/null 2>&1 || die "go not found: restic $RESTIC_GO_VERSION is built with go install"
+	say "building restic $RESTIC_GO_VERSION with go install into $restic_dir (takes a few minutes)"
+	mkdir -p "$restic_dir"
+	# Build into a scratch folder, then rename, so an interrupted build never
+	# leaves a half-written binary at the cached path. Run outside the
+	# checkout so the project's go.mod plays no part.
+	build_dir=$(mktemp -d "$restic_dir/.build.XXXXXX")
+	trap 'rm -rf "$build_dir"' EXIT
+	(cd "$build_dir" && GOBIN=$build_dir GOFLAGS=-buildvcs=false \
+		go install "github.com/restic/restic/cmd/restic@v$RESTIC_GO_VERSION")
+	mv -f "$build_dir/restic" "$restic_bin"
+	rm -rf "$build_dir"
+	trap - EXIT
+	have_go_restic || die "$restic_bin does not report restic $RESTIC_GO_VERSION"
+fi
+
+# --- versitygw (written separately) -----------------------------------------
+
+versitygw_script=$root/scripts/install-versitygw.sh
+if [[ -f $versitygw_script ]]; then
+	say "running scripts/install-versitygw.sh"
+	if [[ -x $versitygw_script ]]; then
+		"$versitygw_script"
+	else
+		sh "$versitygw_script"
+	fi
+else
+	say "scripts/install-versitygw.sh not present: skipping versitygw"
+fi
+
+# --- what we have ------------------------------------------------------------
+
+say "versions found:"
+say "  /usr/bin/restic: $(/usr/bin/restic version)"
+say "  $restic_bin: $("$restic_bin" version)"
+shopt -s nullglob
+for bin in "$cache"/tools/*/*; do
+	[[ -f $bin && -x $bin ]] || continue
+	tool_dir=$(basename "$(dirname "$bin")")
+	[[ $tool_dir == "restic-$RESTIC_GO_VERSION" ]] && continue
+	say "  $bin: ${tool_dir#"$(basename "$bin")"-} (from the cache folder name)"
+done
