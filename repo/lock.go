@@ -115,8 +115,16 @@ func (r *Repository) ListLocks(ctx context.Context) ([]*LockInfo, error) {
 
 // Lock takes a lock: exclusive ones conflict with any other lock,
 // non-exclusive ones with exclusive locks only. Stale locks still conflict
-// (only unlock removes them), as in restic.
+// (only unlock removes them), as in restic. With Options.LockRetry set, a
+// conflict is retried for that long.
 func (r *Repository) Lock(ctx context.Context, exclusive bool) (*Lock, error) {
+	if r.opts.LockRetry > 0 {
+		return r.lockWithRetry(ctx, exclusive, r.opts.LockRetry)
+	}
+	return r.lockOnce(ctx, exclusive)
+}
+
+func (r *Repository) lockOnce(ctx context.Context, exclusive bool) (*Lock, error) {
 	if err := r.checkLocks(ctx, exclusive, ID{}); err != nil {
 		return nil, err
 	}
@@ -210,4 +218,67 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	id := l.id
 	l.mu.Unlock()
 	return l.remove(ctx, id)
+}
+
+// lockWithRetry retries a conflicting lock with growing pauses for up to
+// retry (restic's --retry-lock).
+func (r *Repository) lockWithRetry(ctx context.Context, exclusive bool, retry time.Duration) (*Lock, error) {
+	deadline := time.Now().Add(retry)
+	pause := time.Second
+	for {
+		l, err := r.lockOnce(ctx, exclusive)
+		var le *LockedError
+		if err == nil || !errors.As(err, &le) || time.Now().Add(pause).After(deadline) {
+			return l, err
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if pause < time.Minute {
+			pause *= 2
+		}
+	}
+}
+
+// RemoveStaleLocks removes the locks whose holders are gone (all locks when
+// all is set) and returns how many it removed. Locks of live processes are
+// left alone unless all is set.
+func (r *Repository) RemoveStaleLocks(ctx context.Context, all bool) (int, error) {
+	if all {
+		// Unreadable lock files block every command: --remove-all must
+		// clear them without reading them.
+		var ids []ID
+		if err := r.be.List(ctx, backend.LockFile, func(fi backend.FileInfo) error {
+			if id, err := ParseID(fi.Name); err == nil {
+				ids = append(ids, id)
+			}
+			return nil
+		}); err != nil {
+			return 0, fmt.Errorf("list locks: %w", err)
+		}
+		for i, id := range ids {
+			if err := r.removeFile(ctx, backend.LockFile, id); err != nil {
+				return i, err
+			}
+		}
+		return len(ids), nil
+	}
+	locks, err := r.ListLocks(ctx)
+	if err != nil {
+		return 0, err
+	}
+	host, _ := os.Hostname()
+	n := 0
+	for _, li := range locks {
+		if !all && !li.Stale(time.Now(), host) {
+			continue
+		}
+		if err := r.removeFile(ctx, backend.LockFile, li.ID); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -71,6 +72,9 @@ type Options struct {
 	Workers int
 	// Uploaders save packs concurrently (0 means 2).
 	Uploaders int
+	// LockRetry is how long to retry taking a lock held by another
+	// process (restic's --retry-lock); 0 fails at once.
+	LockRetry time.Duration
 }
 
 func (o Options) normalized() (Options, error) {

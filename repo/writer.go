@@ -53,13 +53,19 @@ func (r *Repository) NewWriter(ctx context.Context) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.newWriter(ctx, idx), nil
+}
+
+// newWriter starts a write session that deduplicates against idx and
+// records new packs in it.
+func (r *Repository) newWriter(ctx context.Context, idx *Index) *Writer {
 	return &Writer{
 		r: r, idx: idx, ctx: ctx,
 		inFlight:    map[BlobHandle]struct{}{},
 		packs:       map[BlobType]*packBuilder{},
 		uploadSlots: make(chan struct{}, r.opts.Uploaders),
 		freeBufs:    make(chan []byte, r.opts.Uploaders+2),
-	}, nil
+	}
 }
 
 // Stats returns what was added so far.
@@ -196,6 +202,14 @@ func (w *Writer) upload(ctx context.Context, p *packBuilder) error {
 // writes index files for all packs this session stored. After Flush
 // returns nil, every blob saved so far is readable and durable.
 func (w *Writer) Flush(ctx context.Context) error {
+	if err := w.flushPacks(ctx); err != nil {
+		return err
+	}
+	return w.r.saveIndex(ctx, w.idx)
+}
+
+// flushPacks uploads the partly filled packs and waits for every upload.
+func (w *Writer) flushPacks(ctx context.Context) error {
 	// Data before trees: a tree is only useful once its data is stored.
 	for _, t := range []BlobType{DataBlob, TreeBlob} {
 		w.mu.Lock()
@@ -210,10 +224,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 		}
 	}
 	w.uploads.Wait()
-	if err := w.Err(); err != nil {
-		return err
-	}
-	return w.r.saveIndex(ctx, w.idx)
+	return w.Err()
 }
 
 // Abort waits for running uploads and drops the partly filled packs. What

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +45,7 @@ type app struct {
 	verbose        bool
 	compression    string
 	packSizeMiB    uint
-	insecureNoPass bool
+	retryLock      time.Duration
 }
 
 func main() {
@@ -105,6 +106,7 @@ flags below; passwords are never accepted as arguments.`,
 	f.BoolVarP(&a.verbose, "verbose", "v", false, "print more detail, including storage request counts")
 	f.StringVar(&a.compression, "compression", "", "compression of new data: auto, off or max (default: $RESTIC_COMPRESSION or auto)")
 	f.UintVar(&a.packSizeMiB, "pack-size", 0, "target pack size in MiB, 4 to 128 (default: $RESTIC_PACK_SIZE or 16)")
+	f.DurationVar(&a.retryLock, "retry-lock", 0, "retry taking a lock held by another process for this `duration` (e.g. 5m)")
 	root.AddCommand(
 		a.initCommand(),
 		a.backupCommand(),
@@ -112,6 +114,8 @@ flags below; passwords are never accepted as arguments.`,
 		a.dumpCommand(),
 		a.catCommand(),
 		a.keyCommand(),
+		a.pruneCommand(),
+		a.unlockCommand(),
 		a.versionCommand(),
 	)
 	return root

@@ -51,6 +51,7 @@ func (a *app) repoOptions() (repo.Options, error) {
 		}
 	}
 	o.PackSize = int(size) << 20
+	o.LockRetry = a.retryLock
 	return o, nil
 }
 

@@ -1,0 +1,438 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+)
+
+// PruneOptions tune a prune.
+type PruneOptions struct {
+	// MaxUnused is the unused space tolerated after pruning, as restic's
+	// --max-unused: "5%" (the default), "unlimited", or a byte count.
+	MaxUnused string
+	DryRun    bool
+	// Progress, when set, receives one line per phase.
+	Progress func(msg string)
+}
+
+// PruneStats count blobs and bytes (stored sizes) by what prune does.
+type PruneStats struct {
+	UsedBlobs, UnusedBlobs, DuplicateBlobs int
+	UsedSize, UnusedSize, DuplicateSize    uint64
+
+	PacksTotal, PacksKeep, PacksRepack, PacksRemove, PacksUnreferenced int
+	// RepackBlobs/RepackSize are what is rewritten; RemoveSize is what is
+	// deleted outright (unused packs and the unused part of repacked ones).
+	RepackBlobs           int
+	RepackSize            uint64
+	RemoveBlobs           int
+	RemoveSize            uint64
+	UnreferencedSize      uint64
+	RemainingSize         uint64
+	RemainingUnusedSize   uint64
+	IndexFilesReplaced    int
+	IndexFilesWritten     int
+	MaxUnusedBytesAllowed uint64
+}
+
+// maxUnusedFunc parses restic's --max-unused into a limit on unused bytes
+// given the used bytes: p% of the repository after pruning means
+// p/(100-p) times the used size.
+func maxUnusedFunc(s string) (func(used uint64) uint64, error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "":
+		s = "5%"
+		fallthrough
+	case strings.HasSuffix(s, "%"):
+		p, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+		if err != nil || p < 0 || p >= 100 {
+			return nil, fmt.Errorf("--max-unused %q: want a percentage from 0 to below 100", s)
+		}
+		return func(used uint64) uint64 { return uint64(p / (100 - p) * float64(used)) }, nil
+	case s == "unlimited":
+		return func(uint64) uint64 { return math.MaxUint64 }, nil
+	}
+	n, err := parseBytes(s)
+	if err != nil {
+		return nil, fmt.Errorf("--max-unused %q: %w", s, err)
+	}
+	return func(uint64) uint64 { return n }, nil
+}
+
+func parseBytes(s string) (uint64, error) {
+	mult := uint64(1)
+	switch u := strings.ToUpper(s[len(s)-1:]); u {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	case "T":
+		mult = 1 << 40
+	}
+	if mult != 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, errors.New("want a byte count like 500M")
+	}
+	return n * mult, nil
+}
+
+// packUsage is one pack's blobs and how many of them are needed.
+type packUsage struct {
+	id         ID
+	blobs      []Blob
+	owned      []bool // the blob is the copy kept for a used blob
+	used       uint64
+	unused     uint64
+	usedBlobs  int
+	hasTree    bool
+	hasData    bool
+	storedSize int64
+}
+
+// loadIndexFiles reads every index file and returns their IDs and the
+// complete blob list of every indexed pack (duplicates included, which the
+// merged Index drops).
+func (r *Repository) loadIndexFiles(ctx context.Context) ([]ID, map[ID][]Blob, error) {
+	var names []string
+	if err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	}); err != nil {
+		return nil, nil, fmt.Errorf("list index: %w", err)
+	}
+	files := make([]ID, 0, len(names))
+	packs := map[ID][]Blob{}
+	for _, name := range names {
+		id, err := ParseID(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		plain, err := r.loadUnpacked(ctx, backend.IndexFile, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		ij, err := DecodeIndex(plain)
+		if err != nil {
+			return nil, nil, corrupt("index/"+name, "%w", err)
+		}
+		files = append(files, id)
+		for _, p := range ij.Packs {
+			if _, seen := packs[p.ID]; seen {
+				continue
+			}
+			bs := make([]Blob, len(p.Blobs))
+			for i, b := range p.Blobs {
+				bs[i] = Blob{BlobHandle: BlobHandle{ID: b.ID, Type: b.Type}, Offset: uint32(b.Offset), Length: uint32(b.Length), UncompressedLength: uint32(b.UncompressedLength)}
+			}
+			sort.Slice(bs, func(i, j int) bool { return bs[i].Offset < bs[j].Offset })
+			packs[p.ID] = bs
+		}
+	}
+	return files, packs, nil
+}
+
+// UsedBlobs walks every snapshot's trees and returns every blob they need.
+func (r *Repository) UsedBlobs(ctx context.Context) (map[BlobHandle]struct{}, error) {
+	snaps, err := r.ListSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	used := map[BlobHandle]struct{}{}
+	var visit func(id ID, where string) error
+	visit = func(id ID, where string) error {
+		h := BlobHandle{ID: id, Type: TreeBlob}
+		if _, ok := used[h]; ok {
+			return nil
+		}
+		used[h] = struct{}{}
+		t, err := r.LoadTree(ctx, id)
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		for _, n := range t.Nodes {
+			for _, c := range n.Content {
+				used[BlobHandle{ID: c, Type: DataBlob}] = struct{}{}
+			}
+			if n.Subtree != nil {
+				if err := visit(*n.Subtree, where+"/"+n.Name); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, sn := range snaps {
+		if err := visit(*sn.Tree, "snapshot "+sn.ID.Str()); err != nil {
+			return nil, err
+		}
+	}
+	return used, nil
+}
+
+// Prune deletes what no snapshot needs: packs with no used blob are
+// removed, packs with enough unused space are rewritten, and a new index
+// replaces the old one. It holds an exclusive lock throughout. The order
+// (new packs, new index, old index removed, packs removed) means a crash at
+// any point leaves every snapshot readable.
+func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats, error) {
+	maxUnused, err := maxUnusedFunc(opts.MaxUnused)
+	if err != nil {
+		return nil, err
+	}
+	say := func(format string, args ...any) {
+		if opts.Progress != nil {
+			opts.Progress(fmt.Sprintf(format, args...))
+		}
+	}
+	lock, err := r.Lock(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-lock.Lost():
+			cancel(errors.New("exclusive lock could not be refreshed; prune stopped"))
+		case <-ctx.Done():
+		}
+	}()
+
+	say("loading indexes")
+	indexFiles, indexed, err := r.loadIndexFiles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	say("finding data that is still in use")
+	used, err := r.UsedBlobs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	say("searching used packs")
+	stored := map[ID]int64{}
+	if err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		id, err := ParseID(fi.Name)
+		if err == nil {
+			stored[id] = fi.Size
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+
+	stats := &PruneStats{}
+	packIDs := make([]ID, 0, len(indexed))
+	for id := range indexed {
+		if _, ok := stored[id]; !ok {
+			return nil, fmt.Errorf("prune: index names pack %s, which is missing from the repository; nothing was changed (restore the pack or rebuild the index first)", id.Str())
+		}
+		packIDs = append(packIDs, id)
+	}
+	sort.Slice(packIDs, func(i, j int) bool { return string(packIDs[i][:]) < string(packIDs[j][:]) })
+
+	// One owner per used blob: the first copy in pack ID order.
+	owner := map[BlobHandle]bool{}
+	usages := make([]*packUsage, 0, len(packIDs))
+	for _, id := range packIDs {
+		u := &packUsage{id: id, blobs: indexed[id], owned: make([]bool, len(indexed[id])), storedSize: stored[id]}
+		for i, b := range u.blobs {
+			if b.Type == TreeBlob {
+				u.hasTree = true
+			} else {
+				u.hasData = true
+			}
+			size := uint64(b.Length) + uint64(entrySize(b))
+			_, isUsed := used[b.BlobHandle]
+			switch {
+			case isUsed && !owner[b.BlobHandle]:
+				owner[b.BlobHandle] = true
+				u.owned[i] = true
+				u.used += size
+				u.usedBlobs++
+				stats.UsedBlobs++
+				stats.UsedSize += size
+			case isUsed:
+				u.unused += size
+				stats.DuplicateBlobs++
+				stats.DuplicateSize += size
+			default:
+				u.unused += size
+				stats.UnusedBlobs++
+				stats.UnusedSize += size
+			}
+		}
+		usages = append(usages, u)
+	}
+	for h := range used {
+		if !owner[h] {
+			return nil, fmt.Errorf("prune: %v is used by a snapshot but is in no pack of the index; nothing was changed (run check)", h)
+		}
+	}
+
+	// Decide.
+	var keep, repack, remove []*packUsage
+	var candidates []*packUsage
+	for _, u := range usages {
+		switch {
+		case u.usedBlobs == 0:
+			remove = append(remove, u)
+			stats.RemoveBlobs += len(u.blobs)
+			stats.RemoveSize += uint64(u.storedSize)
+		case u.hasTree && u.hasData:
+			// Mixed packs are always rewritten, as restic does.
+			repack = append(repack, u)
+		case u.unused == 0:
+			keep = append(keep, u)
+		default:
+			candidates = append(candidates, u)
+		}
+	}
+	// Trees first, then the packs with the highest share of unused space.
+	sort.SliceStable(candidates, func(i, j int) bool {
+		a, b := candidates[i], candidates[j]
+		if a.hasTree != b.hasTree {
+			return a.hasTree
+		}
+		return a.unused*b.used > b.unused*a.used
+	})
+	stats.MaxUnusedBytesAllowed = maxUnused(stats.UsedSize)
+	remainingUnused := stats.UnusedSize + stats.DuplicateSize
+	for _, u := range remove {
+		remainingUnused -= u.unused
+	}
+	for _, u := range repack {
+		remainingUnused -= u.unused
+	}
+	for _, u := range candidates {
+		if !u.hasTree && remainingUnused < stats.MaxUnusedBytesAllowed {
+			keep = append(keep, u)
+			continue
+		}
+		repack = append(repack, u)
+		remainingUnused -= u.unused
+	}
+	for _, u := range repack {
+		stats.RepackBlobs += u.usedBlobs
+		stats.RepackSize += u.used
+		stats.RemoveSize += u.unused
+		stats.RemoveBlobs += len(u.blobs) - u.usedBlobs
+	}
+	unreferenced := make([]ID, 0)
+	for id, size := range stored {
+		if _, ok := indexed[id]; !ok {
+			unreferenced = append(unreferenced, id)
+			stats.UnreferencedSize += uint64(size)
+		}
+	}
+	stats.PacksTotal = len(usages)
+	stats.PacksKeep, stats.PacksRepack, stats.PacksRemove, stats.PacksUnreferenced = len(keep), len(repack), len(remove), len(unreferenced)
+	stats.RemainingUnusedSize = remainingUnused
+	for _, u := range keep {
+		stats.RemainingSize += uint64(u.storedSize)
+	}
+	stats.RemainingSize += stats.RepackSize
+	if opts.DryRun {
+		return stats, nil
+	}
+	if len(repack) == 0 && len(remove) == 0 && len(unreferenced) == 0 {
+		say("nothing to do")
+		return stats, nil
+	}
+
+	// Rewrite what is still used from the packs being repacked.
+	newIdx := NewIndex()
+	w := r.newWriter(ctx, newIdx)
+	for n, u := range repack {
+		say("repacking pack %d of %d", n+1, len(repack))
+		if err := r.repackPack(ctx, w, u); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
+	if err := w.flushPacks(ctx); err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	// The new index lists every kept pack and every new one.
+	for _, u := range keep {
+		newIdx.addStored(u.id, u.blobs)
+	}
+	say("writing new index")
+	if err := r.saveIndex(ctx, newIdx); err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	stats.IndexFilesWritten = len(newIdx.Files())
+	say("removing %d old index files", len(indexFiles))
+	for _, id := range indexFiles {
+		if err := r.removeFile(ctx, backend.IndexFile, id); err != nil {
+			return nil, err
+		}
+	}
+	stats.IndexFilesReplaced = len(indexFiles)
+	say("removing %d packs", len(remove)+len(repack)+len(unreferenced))
+	var dead []ID
+	for _, u := range append(remove, repack...) {
+		dead = append(dead, u.id)
+	}
+	dead = append(dead, unreferenced...)
+	if err := forEachParallel(ctx, dead, r.opts.Uploaders*2, func(ctx context.Context, id ID) error {
+		return r.removeFile(ctx, backend.PackFile, id)
+	}); err != nil {
+		return nil, err
+	}
+	r.resetIndex(newIdx)
+	return stats, nil
+}
+
+// repackPack loads one pack and saves again the blobs it owns.
+func (r *Repository) repackPack(ctx context.Context, w *Writer, u *packUsage) error {
+	h := backend.Handle{Type: backend.PackFile, Name: u.id.String()}
+	buf, err := loadRange(ctx, r.be, h, u.storedSize, 0)
+	if err != nil {
+		return err
+	}
+	for i, b := range u.blobs {
+		if !u.owned[i] {
+			continue
+		}
+		end := int64(b.Offset) + int64(b.Length)
+		if end > int64(len(buf)) {
+			return corrupt(h.String(), "blob %s at %d+%d lies past the end of the %d-byte pack", b.ID.Str(), b.Offset, b.Length, len(buf))
+		}
+		plain, err := r.openBlob(b, buf[b.Offset:end], nil)
+		if err != nil {
+			return corrupt(h.String(), "%w; prune stopped before deleting anything", err)
+		}
+		if _, _, err := w.SaveBlob(ctx, b.Type, plain); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Repository) removeFile(ctx context.Context, t backend.FileType, id ID) error {
+	h := backend.Handle{Type: t, Name: id.String()}
+	if err := r.be.Remove(ctx, h); err != nil && !errors.Is(err, backend.ErrNotExist) {
+		return fmt.Errorf("remove %v: %w", h, err)
+	}
+	return nil
+}
+
+// resetIndex replaces the cached index after a prune rewrote it.
+func (r *Repository) resetIndex(idx *Index) {
+	r.idxOnce.Do(func() {})
+	r.idx, r.idxErr = idx, nil
+}
