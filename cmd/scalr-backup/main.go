@@ -36,16 +36,16 @@ type app struct {
 	stderr io.Writer
 	getenv func(string) string
 
-	repoLocation   string
-	passwordFile   string
-	passwordCmd    string
-	options        []string
-	jsonOutput     bool
-	quiet          bool
-	verbose        bool
-	compression    string
-	packSizeMiB    uint
-	retryLock      time.Duration
+	repoLocation string
+	passwordFile string
+	passwordCmd  string
+	options      []string
+	jsonOutput   bool
+	quiet        bool
+	verbose      bool
+	compression  string
+	packSizeMiB  uint
+	retryLock    time.Duration
 }
 
 func main() {
