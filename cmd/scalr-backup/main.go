@@ -46,6 +46,9 @@ type app struct {
 	compression  string
 	packSizeMiB  uint
 	retryLock    time.Duration
+
+	// counts is the opened backend's request counter, for --verbose.
+	counts *backend.Counting
 }
 
 func main() {
@@ -64,6 +67,10 @@ func (a *app) run(ctx context.Context, args []string) int {
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	err := root.ExecuteContext(ctx)
+	if a.verbose && a.counts != nil {
+		c := a.counts.Snapshot()
+		fmt.Fprintf(a.stderr, "storage requests: %s\n", c)
+	}
 	if err == nil {
 		return exitOK
 	}

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/scalr-platform/scalr-backup/backend"
-	"github.com/scalr-platform/scalr-backup/backend/local"
+	"github.com/scalr-platform/scalr-backup/backend/open"
 	"github.com/scalr-platform/scalr-backup/repo"
 )
 
@@ -55,24 +55,25 @@ func (a *app) repoOptions() (repo.Options, error) {
 	return o, nil
 }
 
-// openBackend opens (or, for init, prepares) the storage at the location.
+// openBackend opens (or, for init, prepares) the storage at the location,
+// wrapped with retries and request counting.
 func (a *app) openBackend(ctx context.Context, create bool) (backend.Backend, error) {
 	loc, err := a.location()
 	if err != nil {
 		return nil, err
 	}
-	l, err := backend.ParseLocation(loc)
+	opts := open.Options{Getenv: a.getenv, Extended: a.options}
+	var o *open.Opened
+	if create {
+		o, err = open.Create(ctx, loc, opts)
+	} else {
+		o, err = open.Open(ctx, loc, opts)
+	}
 	if err != nil {
 		return nil, err
 	}
-	switch l.Scheme {
-	case "local":
-		if create {
-			return local.New(l.Path), nil
-		}
-		return local.Open(l.Path)
-	}
-	return nil, fmt.Errorf("repository location %q: scheme %q not supported yet", loc, l.Scheme)
+	a.counts = o.Counts
+	return o, nil
 }
 
 // password finds the repository password: --password-file,

@@ -1,0 +1,223 @@
+package s3
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+)
+
+// Config says where an S3 repository lives and how to reach it.
+type Config struct {
+	// Endpoint is the server's host[:port], without scheme.
+	Endpoint string
+	// UseHTTP talks plain HTTP instead of HTTPS (local test servers).
+	UseHTTP bool
+	Bucket  string
+	// Prefix is the folder inside the bucket, without leading or
+	// trailing slashes; empty for the bucket's root.
+	Prefix string
+	// Region signs requests; empty lets the client ask the server
+	// (GetBucketLocation) once per bucket.
+	Region string
+	// BucketLookup is "auto", "dns" (virtual-host style) or "path".
+	BucketLookup string
+	// Connections bounds the requests in flight (default 5).
+	Connections int
+
+	KeyID        string
+	Secret       string
+	SessionToken string
+}
+
+// Defaults, as restic's.
+const (
+	DefaultConnections = 5
+)
+
+// ParseConfig parses the part of an S3 location after "s3:", in the forms
+// restic accepts:
+//
+//	https://HOST[:PORT]/BUCKET[/PREFIX]
+//	http://HOST[:PORT]/BUCKET[/PREFIX]     (plain HTTP)
+//	HOST[:PORT]/BUCKET[/PREFIX]            (HTTPS)
+//	//HOST/BUCKET[/PREFIX]                 (from "s3://HOST/…", HTTPS)
+//	s3.amazonaws.com/BUCKET[/PREFIX]
+//
+// The prefix is cleaned as a slash path. Credentials are never part of a
+// location; they come from ApplyEnv.
+//
+// Two providers are recognised by host so that they work with no further
+// setting:
+//   - Cloudflare R2, ACCOUNT[.JURISDICTION].r2.cloudflarestorage.com:
+//     region "auto" (R2's only region; signing with it avoids a
+//     GetBucketLocation round trip) and path-style bucket lookup (the
+//     location already names the bucket in the path, and R2's certificate
+//     covers the account host).
+//   - Backblaze B2, s3.REGION.backblazeb2.com: the region is taken from
+//     the host (B2 rejects signatures for any other region) and path-style
+//     lookup is used, which B2 supports for every bucket name.
+//
+// Anything else keeps restic's behaviour: region from the environment or
+// asked from the server, bucket lookup "auto" (virtual-host style for
+// AWS and Google hosts, path style elsewhere).
+//
+// Unlike restic, an empty bucket name is an error here, and a host that
+// merely starts with "http" is not mistaken for a URL.
+func ParseConfig(loc string) (Config, error) {
+	var host, rest string
+	useHTTP := false
+	switch {
+	case strings.HasPrefix(loc, "http://"), strings.HasPrefix(loc, "https://"):
+		u, err := url.Parse(loc)
+		if err != nil {
+			// url's errors quote the whole input; keep it out.
+			return Config{}, errors.New("s3: invalid URL in location")
+		}
+		if u.User != nil {
+			return Config{}, errors.New("s3: credentials in the location are not supported; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+		}
+		host, rest, useHTTP = u.Host, strings.TrimPrefix(u.Path, "/"), u.Scheme == "http"
+	default:
+		host, rest, _ = strings.Cut(strings.TrimPrefix(loc, "//"), "/")
+	}
+	if host == "" {
+		return Config{}, fmt.Errorf("s3: location %q has no host", loc)
+	}
+	bucket, prefix, _ := strings.Cut(rest, "/")
+	if bucket == "" {
+		return Config{}, fmt.Errorf("s3: location %q has no bucket name (want HOST/BUCKET[/PREFIX])", loc)
+	}
+	if prefix != "" {
+		prefix = strings.Trim(path.Clean(prefix), "/")
+		if prefix == "." {
+			prefix = ""
+		}
+	}
+	cfg := Config{
+		Endpoint:    host,
+		UseHTTP:     useHTTP,
+		Bucket:      bucket,
+		Prefix:      prefix,
+		Connections: DefaultConnections,
+	}
+	cfg.Region, cfg.BucketLookup = providerDefaults(host)
+	return cfg, nil
+}
+
+// providerDefaults returns the region and bucket lookup a known provider
+// needs, or ("", "auto").
+func providerDefaults(endpoint string) (region, lookup string) {
+	host := strings.ToLower(endpoint)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	switch {
+	case strings.HasSuffix(host, ".r2.cloudflarestorage.com"):
+		return "auto", "path"
+	case strings.HasPrefix(host, "s3.") && strings.HasSuffix(host, ".backblazeb2.com"):
+		r := strings.TrimSuffix(strings.TrimPrefix(host, "s3."), ".backblazeb2.com")
+		if r != "" && !strings.Contains(r, ".") {
+			return r, "path"
+		}
+	}
+	return "", "auto"
+}
+
+// ApplyEnv fills credentials and region from the environment as restic
+// does: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and
+// AWS_DEFAULT_REGION. Fields already set are kept, so a provider's region
+// found by ParseConfig wins over AWS_DEFAULT_REGION.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	set := func(field *string, name string) {
+		if *field == "" {
+			*field = getenv(name)
+		}
+	}
+	set(&c.KeyID, "AWS_ACCESS_KEY_ID")
+	set(&c.Secret, "AWS_SECRET_ACCESS_KEY")
+	set(&c.SessionToken, "AWS_SESSION_TOKEN")
+	set(&c.Region, "AWS_DEFAULT_REGION")
+}
+
+// ApplyOption applies one of restic's extended options ("-o key=value"):
+// s3.region, s3.bucket-lookup (auto, dns or path) and s3.connections (a
+// positive number). Other keys are an error.
+func (c *Config) ApplyOption(key, value string) error {
+	switch key {
+	case "s3.region":
+		c.Region = value
+	case "s3.bucket-lookup":
+		switch v := strings.ToLower(value); v {
+		case "auto", "dns", "path":
+			c.BucketLookup = v
+		default:
+			return fmt.Errorf("option %s=%q: want auto, dns or path", key, value)
+		}
+	case "s3.connections":
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 1 {
+			return fmt.Errorf("option %s=%q: want a positive number", key, value)
+		}
+		c.Connections = n
+	default:
+		return fmt.Errorf("unknown option %q (supported: s3.region, s3.bucket-lookup, s3.connections)", key)
+	}
+	return nil
+}
+
+// Location returns the location this configuration was parsed from, in a
+// form ParseConfig accepts again, with no credentials.
+func (c Config) Location() string {
+	s := "s3:"
+	if c.UseHTTP {
+		s += "http://"
+	}
+	s += c.Endpoint + "/" + c.Bucket
+	if c.Prefix != "" {
+		s += "/" + c.Prefix
+	}
+	return s
+}
+
+// String describes the configuration with the secrets masked, so printing a
+// Config with %v or %+v does not leak them.
+func (c Config) String() string {
+	return fmt.Sprintf("{Location:%s Region:%q BucketLookup:%s Connections:%d KeyID:%q Secret:%s SessionToken:%s}",
+		c.Location(), c.Region, c.BucketLookup, c.Connections, c.KeyID, mask(c.Secret), mask(c.SessionToken))
+}
+
+// GoString is String, so %#v does not leak secrets either.
+func (c Config) GoString() string { return "s3.Config" + c.String() }
+
+func mask(s string) string {
+	if s == "" {
+		return `""`
+	}
+	return "***"
+}
+
+// validate checks what Open needs.
+func (c Config) validate() error {
+	switch {
+	case c.Endpoint == "":
+		return errors.New("s3: no endpoint")
+	case c.Bucket == "":
+		return errors.New("s3: no bucket")
+	case c.KeyID == "" && c.Secret == "":
+		return errors.New("s3: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+	case c.KeyID == "":
+		return errors.New("s3: AWS_ACCESS_KEY_ID is empty but a secret is set")
+	case c.Secret == "":
+		return errors.New("s3: AWS_SECRET_ACCESS_KEY is empty but a key ID is set")
+	}
+	switch c.BucketLookup {
+	case "", "auto", "dns", "path":
+	default:
+		return fmt.Errorf("s3: bad bucket lookup %q: want auto, dns or path", c.BucketLookup)
+	}
+	return nil
+}
