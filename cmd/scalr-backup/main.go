@@ -122,6 +122,7 @@ flags below; passwords are never accepted as arguments.`,
 		a.catCommand(),
 		a.keyCommand(),
 		a.pruneCommand(),
+		a.checkCommand(),
 		a.unlockCommand(),
 		a.versionCommand(),
 	)

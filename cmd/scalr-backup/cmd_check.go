@@ -1,0 +1,215 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/scalr-platform/scalr-backup/repo"
+)
+
+// checkSummary is `check --json`'s output: restic's summary fields plus
+// every finding.
+type checkSummary struct {
+	MessageType        string              `json:"message_type"` // "summary"
+	NumErrors          int                 `json:"num_errors"`
+	BrokenPacks        []string            `json:"broken_packs"`
+	SuggestRepairIndex bool                `json:"suggest_repair_index"`
+	SuggestPrune       bool                `json:"suggest_prune"`
+	Errors             []repo.CheckProblem `json:"errors"`
+	Hints              []repo.CheckProblem `json:"hints"`
+	IndexFiles         int                 `json:"index_files"`
+	Packs              int                 `json:"packs"`
+	Snapshots          int                 `json:"snapshots"`
+	Trees              int                 `json:"trees"`
+	PacksRead          int                 `json:"packs_read"`
+	BytesRead          int64               `json:"bytes_read"`
+}
+
+// checkQuietHint reports hints that restic only lists with --verbose and
+// otherwise summarizes in one line.
+func checkQuietHint(k repo.ProblemKind) bool {
+	return k == repo.ProblemPackUnreferenced || k == repo.ProblemBlobDuplicate
+}
+
+func (a *app) checkCommand() *cobra.Command {
+	var (
+		readData bool
+		subset   string
+		noLock   bool
+		workers  int
+	)
+	cmd := &cobra.Command{
+		Use:   "check [flags]",
+		Short: "Check the repository for errors",
+		Long: `Check the repository for errors, as restic's check does, reading from the
+repository itself (no cache):
+
+  load indexes                      every index file loads
+  check all packs                   every indexed pack is stored with the size
+                                    its index entries imply
+  check snapshots, trees and blobs  every snapshot loads and every tree it
+                                    reaches loads and names only indexed blobs
+  read all data (--read-data)       every pack is downloaded, hashed against
+                                    its name, its header compared with the
+                                    index, and every blob decrypted and hashed
+
+Packs no index names, blobs stored twice and packs in several index files are
+reported as non-critical. The exit status is 0 when no errors were found, 1
+when there were, 11 when another process holds a lock (check takes an
+exclusive lock unless --no-lock).`,
+		Example: `  scalr-backup check
+  scalr-backup check --read-data
+  scalr-backup check --read-data-subset 1/7   # a seventh of the packs; 1/7 to 7/7 cover all
+  scalr-backup check --read-data-subset 10%`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if readData && subset != "" {
+				return errors.New("check flags --read-data and --read-data-subset cannot be used together")
+			}
+			if subset != "" {
+				if _, err := repo.ParseDataSubset(subset); err != nil {
+					return err
+				}
+			}
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+
+			text := !a.jsonOutput
+			say := func(format string, args ...any) {
+				if text && !a.quiet {
+					fmt.Fprintf(a.stdout, format, args...)
+				}
+			}
+			if !noLock {
+				say("create exclusive lock for repository\n")
+			}
+			// Stage lines and non-critical findings go to stdout, errors to
+			// stderr, in the order restic prints them.
+			var (
+				stage                     repo.CheckStage
+				errs, unreferenced, dupes int
+				multiIndex, mixed         bool
+			)
+			endStage := func(s repo.CheckStage) {
+				switch s {
+				case repo.StageLoadIndex:
+					if multiIndex {
+						say("Packs listed in several index files are non-critical; rebuilding the index (restic repair index) removes the duplicates.\n")
+					}
+					if mixed {
+						say("Packs mixing tree and data blobs are non-critical; a prune repacks them.\n")
+					}
+					if dupes > 0 && errs == 0 && !a.verbose {
+						say("%d %s stored more than once. This is non-critical; a prune removes the extra copies (--verbose lists them).\n", dupes, checkPlural(dupes, "blob is", "blobs are"))
+					}
+				case repo.StagePacks:
+					if unreferenced > 0 && errs == 0 && !a.verbose {
+						say("%d additional files were found in the repository, which likely contain duplicate data.\nThis is non-critical; a prune removes them (--verbose lists them).\n", unreferenced)
+					}
+				}
+			}
+			opts := repo.CheckOptions{
+				ReadData:       readData,
+				ReadDataSubset: subset,
+				NoLock:         noLock,
+				Workers:        workers,
+				Progress: func(p repo.CheckProgress) {
+					if p.Stage != stage {
+						endStage(stage)
+						stage = p.Stage
+						say("%s\n", p.Message)
+					}
+				},
+				Problem: func(p repo.CheckProblem) {
+					switch p.Kind {
+					case repo.ProblemPackUnreferenced:
+						unreferenced++
+					case repo.ProblemBlobDuplicate:
+						dupes++
+					case repo.ProblemPackMultiIndex:
+						multiIndex = true
+					case repo.ProblemPackMixed:
+						mixed = true
+					}
+					switch {
+					case !text:
+					case !p.Kind.Hint():
+						errs++
+						fmt.Fprintf(a.stderr, "error: %s\n", p)
+					case checkQuietHint(p.Kind):
+						if a.verbose {
+							say("%s\n", p)
+						}
+					default:
+						say("%s\n", p)
+					}
+				},
+			}
+			rep, err := r.Check(ctx, opts)
+			if err != nil {
+				return err
+			}
+			endStage(stage)
+
+			if a.jsonOutput {
+				out := checkSummary{
+					MessageType: "summary", NumErrors: len(rep.Errors), BrokenPacks: []string{},
+					SuggestRepairIndex: rep.SuggestRepairIndex(), SuggestPrune: rep.SuggestPrune(),
+					Errors: rep.Errors, Hints: rep.Hints,
+					IndexFiles: rep.IndexFiles, Packs: rep.Packs, Snapshots: rep.Snapshots, Trees: rep.Trees,
+					PacksRead: rep.PacksRead, BytesRead: rep.BytesRead,
+				}
+				for _, id := range rep.BrokenPacks {
+					out.BrokenPacks = append(out.BrokenPacks, id.String())
+				}
+				if err := json.NewEncoder(a.stdout).Encode(out); err != nil {
+					return err
+				}
+			} else {
+				a.printCheckAdvice(rep)
+			}
+			if !rep.Ok() {
+				return fmt.Errorf("repository contains errors: %d %s found", len(rep.Errors), checkPlural(len(rep.Errors), "error was", "errors were"))
+			}
+			say("no errors were found\n")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&readData, "read-data", false, "read all data packs and verify every blob")
+	f.StringVar(&subset, "read-data-subset", "", "read a `subset` of the data packs: n/t (group n of t), x% (random share) or a size such as 500M (random packs of about that size)")
+	f.BoolVar(&noLock, "no-lock", false, "do not take the exclusive lock (the result may report packs a concurrent backup or prune is writing)")
+	f.IntVar(&workers, "read-workers", 0, "packs read at once with --read-data (default 4)")
+	return cmd
+}
+
+func checkPlural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// printCheckAdvice prints the closing remarks of a failed text check.
+func (a *app) printCheckAdvice(rep *repo.CheckReport) {
+	if rep.IndexDamaged {
+		fmt.Fprintf(a.stderr, "\nThe repository index is damaged; the later checks were skipped. Rebuild the index (restic repair index) and check again.\n")
+		return
+	}
+	if len(rep.BrokenPacks) > 0 {
+		ids := make([]string, len(rep.BrokenPacks))
+		for i, id := range rep.BrokenPacks {
+			ids[i] = id.String()
+		}
+		fmt.Fprintf(a.stderr, "\nThe repository contains damaged pack files:\n  %s\nSnapshots that use them cannot be fully restored. With the restic CLI, `restic repair packs %s` followed by `restic repair snapshots --forget` salvages what is intact.\n",
+			strings.Join(ids, "\n  "), strings.Join(ids, " "))
+	}
+}
