@@ -237,18 +237,19 @@ func (r *Repository) Index(ctx context.Context) (*Index, error) {
 }
 
 // saveIndex writes every pack stored in this session but not yet indexed
-// into new index files (at most maxIndexBlobs blobs each).
+// into new index files (about maxIndexBlobs blobs each; a pack is never
+// split). Packs whose index file could not be saved stay pending, so a
+// later Flush retries them and nothing deduplicates against blobs that no
+// index file names.
 func (r *Repository) saveIndex(ctx context.Context, idx *Index) error {
 	idx.mu.Lock()
 	unsaved := idx.unsaved
 	idx.unsaved = nil
 	idx.mu.Unlock()
-	if len(unsaved) == 0 {
-		return nil
-	}
+	done := 0
 	var cur IndexJSON
 	count := 0
-	flush := func() error {
+	flush := func(upto int) error {
 		if len(cur.Packs) == 0 {
 			return nil
 		}
@@ -259,17 +260,26 @@ func (r *Repository) saveIndex(ctx context.Context, idx *Index) error {
 		idx.mu.Lock()
 		idx.files[id] = struct{}{}
 		idx.mu.Unlock()
-		cur, count = IndexJSON{}, 0
+		cur, count, done = IndexJSON{}, 0, upto
 		return nil
 	}
-	for _, p := range unsaved {
+	var err error
+	for i, p := range unsaved {
 		cur.Packs = append(cur.Packs, p)
 		count += len(p.Blobs)
 		if count >= maxIndexBlobs {
-			if err := flush(); err != nil {
-				return err
+			if err = flush(i + 1); err != nil {
+				break
 			}
 		}
 	}
-	return flush()
+	if err == nil {
+		err = flush(len(unsaved))
+	}
+	if err != nil {
+		idx.mu.Lock()
+		idx.unsaved = append(unsaved[done:len(unsaved):len(unsaved)], idx.unsaved...)
+		idx.mu.Unlock()
+	}
+	return err
 }

@@ -24,12 +24,19 @@ func (p Params) Validate() error {
 	if p.N <= 1 || p.N&(p.N-1) != 0 {
 		return fmt.Errorf("scrypt N=%d is not a power of two greater than 1", p.N)
 	}
-	if p.R <= 0 || p.P <= 0 || uint64(p.R)*uint64(p.P) >= 1<<30 {
-		return fmt.Errorf("scrypt r=%d p=%d out of range", p.R, p.P)
+	if p.R <= 0 || p.P <= 0 || p.N > 1<<30 || p.R > 1<<20 || p.P > 1<<20 {
+		return fmt.Errorf("scrypt N=%d r=%d p=%d out of range", p.N, p.R, p.P)
 	}
-	// 128*N*r bytes of memory; refuse more than 4 GiB.
-	if uint64(p.N)*uint64(p.R)*128 > 4<<30 {
-		return fmt.Errorf("scrypt N=%d r=%d needs more than 4 GiB of memory", p.N, p.R)
+	// scrypt needs 128*r*N bytes plus 128*r*p; refuse more than 4 GiB for
+	// either, and more than 2^32 block mixes of work, so a damaged key file
+	// cannot hang or exhaust the machine. All factors are bounded above, so
+	// no product overflows.
+	r, n, pp := uint64(p.R), uint64(p.N), uint64(p.P)
+	if 128*r*n > 4<<30 || 128*r*pp > 4<<30 {
+		return fmt.Errorf("scrypt N=%d r=%d p=%d needs more than 4 GiB of memory", p.N, p.R, p.P)
+	}
+	if n*r*pp > 1<<32 {
+		return fmt.Errorf("scrypt N=%d r=%d p=%d is too much work", p.N, p.R, p.P)
 	}
 	return nil
 }
