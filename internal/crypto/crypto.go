@@ -117,7 +117,8 @@ func (k *Key) Seal(dst, plaintext []byte) ([]byte, error) {
 }
 
 // Open verifies and decrypts a sealed object and appends the plaintext to
-// dst. It never returns plaintext whose tag did not verify.
+// dst. It never returns plaintext whose tag did not verify. dst must not
+// overlap sealed.
 func (k *Key) Open(dst, sealed []byte) ([]byte, error) {
 	if !k.Valid() {
 		return nil, errors.New("open: invalid key")
