@@ -123,7 +123,8 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*Snapshot, error) {
 
 // SnapshotFilter selects snapshots the way restic's --host, --tag and
 // --path do: every set field must match. Each Tags entry is a
-// comma-separated list that must all be present; any entry may match.
+// comma-separated list that must all be present; any entry may match; an
+// empty entry matches untagged snapshots.
 type SnapshotFilter struct {
 	Hosts []string
 	Tags  []string
@@ -138,14 +139,7 @@ func (f SnapshotFilter) Matches(sn *Snapshot) bool {
 	if len(f.Tags) > 0 {
 		ok := false
 		for _, group := range f.Tags {
-			all := true
-			for _, t := range strings.Split(group, ",") {
-				if t != "" && !sn.HasTag(t) {
-					all = false
-					break
-				}
-			}
-			if all {
+			if hasTags(sn, ParseTagList(group)) {
 				ok = true
 				break
 			}
