@@ -122,3 +122,10 @@ for bin in "$cache"/tools/*/*; do
 	[[ $tool_dir == "restic-$RESTIC_GO_VERSION" ]] && continue
 	say "  $bin: ${tool_dir#"$(basename "$bin")"-} (from the cache folder name)"
 done
+
+# --- BEGIN docker: Docker engine and Postgres image (scripts/setup-docker.sh) ---
+# Installs Debian's docker.io and debootstrap, and builds the Postgres 15
+# image tarball CACHE/images/scalr-postgres-15.tar when it is missing.
+say "running scripts/setup-docker.sh"
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-docker.sh"
+# --- END docker ---------------------------------------------------------------
