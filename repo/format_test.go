@@ -234,7 +234,7 @@ func checkFinishedPack(t *testing.T, key *crypto.Key, fp *finishedPack, tbs []te
 	if fp.id != ID(sha256.Sum256(fp.data)) {
 		t.Fatal("pack ID is not the SHA-256 of its bytes")
 	}
-	if sum := md5.Sum(fp.data); !bytes.Equal(fp.md5, sum[:]) {
+	if sum := md5.Sum(fp.data); !bytes.Equal(fp.source().MD5(), sum[:]) {
 		t.Fatal("pack MD5 wrong")
 	}
 	if int64(len(fp.data)) != PackSize(fp.blobs) {

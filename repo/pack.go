@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/internal/crypto"
@@ -134,34 +135,33 @@ func PackSize(blobs []Blob) int64 {
 }
 
 // packBuilder collects sealed blobs of one type into a pack in memory,
-// hashing (SHA-256 for the name, MD5 for the upload check) as bytes are
-// appended, so the finished pack is never read a second time.
+// hashing (SHA-256, for the name) as bytes are appended, so the finished
+// pack is never read a second time to be named.
 type packBuilder struct {
 	buf   []byte
 	blobs []Blob
 	sha   hash.Hash
-	md5   hash.Hash
 }
 
 func newPackBuilder(capacity int) *packBuilder {
-	return &packBuilder{buf: make([]byte, 0, capacity), sha: sha256.New(), md5: md5.New()}
+	return &packBuilder{buf: make([]byte, 0, capacity), sha: sha256.New()}
 }
 
 func (p *packBuilder) add(h BlobHandle, sealed []byte, uncompressed uint32) {
 	p.blobs = append(p.blobs, Blob{BlobHandle: h, Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), UncompressedLength: uncompressed})
 	p.buf = append(p.buf, sealed...)
 	p.sha.Write(sealed)
-	p.md5.Write(sealed)
 }
 
 func (p *packBuilder) size() int { return len(p.buf) }
 
 // finishedPack is a complete pack ready to upload.
 type finishedPack struct {
-	id    ID
-	data  []byte
-	md5   []byte
-	blobs []Blob
+	id      ID
+	data    []byte
+	blobs   []Blob
+	md5Once sync.Once
+	md5     []byte
 }
 
 // finish appends the sealed header and its length.
@@ -177,13 +177,12 @@ func (p *packBuilder) finish(key *crypto.Key) (*finishedPack, error) {
 	}
 	p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(p.buf)-start))
 	p.sha.Write(p.buf[start:])
-	p.md5.Write(p.buf[start:])
 	var id ID
 	copy(id[:], p.sha.Sum(nil))
 	if int64(len(p.buf)) != PackSize(p.blobs) {
 		return nil, fmt.Errorf("pack %s: size %d does not match its header (%d)", id.Str(), len(p.buf), PackSize(p.blobs))
 	}
-	return &finishedPack{id: id, data: p.buf, md5: p.md5.Sum(nil), blobs: p.blobs}, nil
+	return &finishedPack{id: id, data: p.buf, blobs: p.blobs}, nil
 }
 
 // source lets an upload retry from the first byte without copying the pack.
@@ -204,7 +203,16 @@ func (s *packSource) Read(b []byte) (int, error) {
 }
 func (s *packSource) Rewind() error { s.pos = 0; return nil }
 func (s *packSource) Length() int64 { return int64(len(s.f.data)) }
-func (s *packSource) MD5() []byte   { return s.f.md5 }
+
+// MD5 is computed on first use, on the uploader's goroutine: only backends
+// that send Content-MD5 (S3) ask, and a local backend never pays for it.
+func (s *packSource) MD5() []byte {
+	s.f.md5Once.Do(func() {
+		sum := md5.Sum(s.f.data)
+		s.f.md5 = sum[:]
+	})
+	return s.f.md5
+}
 
 // ReadPackHeader loads and decodes the header of pack id, which has size
 // bytes, with one ranged load in the common case. It checks the size
