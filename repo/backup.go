@@ -302,19 +302,49 @@ func (r *Repository) saveStream(ctx context.Context, w *Writer, s Stream, progre
 		mu.Unlock()
 		cancel()
 	}
+	// Blobs are sealed out of order on the workers but committed to packs
+	// in stream order, so a restore finds neighbouring chunks next to each
+	// other. The chunk pool bounds how far ahead of the slowest worker the
+	// others can get, and so the size of the reorder buffer.
+	var (
+		orderMu sync.Mutex
+		ready   = map[int]sealedBlob{}
+		next    int
+	)
+	commitInOrder := func(seq int, sb sealedBlob) error {
+		orderMu.Lock()
+		defer orderMu.Unlock()
+		ready[seq] = sb
+		for {
+			sb, ok := ready[next]
+			if !ok {
+				return nil
+			}
+			delete(ready, next)
+			next++
+			if err := w.commit(ctx, sb); err != nil {
+				return err
+			}
+		}
+	}
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				id, _, err := w.SaveBlob(ctx, DataBlob, j.chunk.Data)
+				sb, err := w.prepare(DataBlob, j.chunk.Data)
+				if err == nil {
+					err = commitInOrder(j.seq, sb)
+				}
+				// Released only once committed: a chunk waiting in the
+				// reorder buffer still holds its pool slot, which bounds it.
 				j.chunk.Release()
 				if err != nil {
 					setErr(err)
 					continue
 				}
 				mu.Lock()
-				content[j.seq] = id
+				content[j.seq] = sb.h.ID
 				mu.Unlock()
 				if progress != nil {
 					progress(BackupProgress{File: s.Name, BytesRead: read.Load(), Stats: w.Stats()})

@@ -105,6 +105,9 @@ type Repository struct {
 	enc *zstd.Encoder
 	dec *zstd.Decoder
 
+	// bufs recycles blob-sized buffers (see getBuf).
+	bufs sync.Pool
+
 	idxOnce sync.Once
 	idxErr  error
 	idx     *Index

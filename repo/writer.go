@@ -66,7 +66,7 @@ func (r *Repository) newWriter(ctx context.Context, idx *Index) *Writer {
 		inFlight:    map[BlobHandle]struct{}{},
 		packs:       map[BlobType]*packBuilder{},
 		uploadSlots: make(chan struct{}, r.opts.Uploaders),
-		freeBufs:    make(chan []byte, r.opts.Uploaders+2),
+		freeBufs:    make(chan []byte, 2),
 	}
 }
 
@@ -96,53 +96,80 @@ func (w *Writer) fail(err error) {
 // session already has it. It returns the blob's ID and whether it was new.
 // data may be reused by the caller once SaveBlob returns.
 func (w *Writer) SaveBlob(ctx context.Context, t BlobType, data []byte) (ID, bool, error) {
-	if err := w.Err(); err != nil {
-		return ID{}, false, err
-	}
-	h := BlobHandle{ID: Hash(data), Type: t}
-	if w.idx.Has(h) {
-		return h.ID, false, nil
-	}
-	w.mu.Lock()
-	if _, ok := w.inFlight[h]; ok {
-		w.mu.Unlock()
-		return h.ID, false, nil
-	}
-	w.inFlight[h] = struct{}{}
-	w.mu.Unlock()
-
-	sealed, ulen, err := w.r.sealBlob(h, data)
+	sb, err := w.prepare(t, data)
 	if err != nil {
-		w.fail(err)
 		return ID{}, false, err
 	}
-	if err := w.addToPack(ctx, h, sealed, ulen, len(data)); err != nil {
+	if err := w.commit(ctx, sb); err != nil {
 		return ID{}, false, err
 	}
-	return h.ID, true, nil
+	return sb.h.ID, sb.sealed != nil, nil
 }
 
-func (w *Writer) addToPack(ctx context.Context, h BlobHandle, sealed []byte, ulen uint32, plainLen int) error {
+// sealedBlob is a blob ready to be packed. A nil sealed means the blob is
+// already stored or claimed, and there is nothing to pack.
+type sealedBlob struct {
+	h        BlobHandle
+	sealed   []byte
+	ulen     uint32
+	plainLen int
+}
+
+// prepare hashes data, claims it against duplicates, and compresses and
+// seals it: the expensive part of saving, safe to run on many goroutines.
+func (w *Writer) prepare(t BlobType, data []byte) (sealedBlob, error) {
+	if err := w.Err(); err != nil {
+		return sealedBlob{}, err
+	}
+	sb := sealedBlob{h: BlobHandle{ID: Hash(data), Type: t}, plainLen: len(data)}
+	if w.idx.Has(sb.h) {
+		return sb, nil
+	}
 	w.mu.Lock()
-	p := w.packs[h.Type]
+	if _, ok := w.inFlight[sb.h]; ok {
+		w.mu.Unlock()
+		return sb, nil
+	}
+	w.inFlight[sb.h] = struct{}{}
+	w.mu.Unlock()
+	sealed, ulen, err := w.r.sealBlob(sb.h, data)
+	if err != nil {
+		w.fail(err)
+		return sealedBlob{}, err
+	}
+	sb.sealed, sb.ulen = sealed, ulen
+	return sb, nil
+}
+
+// commit appends a prepared blob to its pack, uploading the pack first if
+// the blob would take it past the target size. Callers that commit in
+// stream order get packs whose blobs are in file order, which lets a
+// restore fetch neighbouring blobs with one ranged read.
+func (w *Writer) commit(ctx context.Context, sb sealedBlob) error {
+	if sb.sealed == nil {
+		return nil
+	}
+	w.mu.Lock()
+	p := w.packs[sb.h.Type]
+	var full *packBuilder
+	if p != nil && len(p.blobs) > 0 && p.size()+len(sb.sealed) > w.r.opts.PackSize {
+		full = p
+		p = nil
+	}
 	if p == nil {
 		p = w.newPackBuilder()
-		w.packs[h.Type] = p
+		w.packs[sb.h.Type] = p
 	}
-	p.add(h, sealed, ulen)
-	if h.Type == DataBlob {
+	p.add(sb.h, sb.sealed, sb.ulen)
+	if sb.h.Type == DataBlob {
 		w.stats.DataBlobs++
 	} else {
 		w.stats.TreeBlobs++
 	}
-	w.stats.DataAdded += uint64(plainLen)
-	w.stats.DataAddedPacked += uint64(len(sealed))
-	var full *packBuilder
-	if p.size() >= w.r.opts.PackSize {
-		full = p
-		delete(w.packs, h.Type)
-	}
+	w.stats.DataAdded += uint64(sb.plainLen)
+	w.stats.DataAddedPacked += uint64(len(sb.sealed))
 	w.mu.Unlock()
+	w.r.putBuf(sb.sealed)
 	if full == nil {
 		return nil
 	}
@@ -150,8 +177,9 @@ func (w *Writer) addToPack(ctx context.Context, h BlobHandle, sealed []byte, ule
 }
 
 func (w *Writer) newPackBuilder() *packBuilder {
-	// A pack ends up to one maximal blob past the target size.
-	capacity := w.r.opts.PackSize + 8<<20 + 64<<10
+	// A pack is closed before a blob would take it past the target size,
+	// so only a single blob larger than the target makes the buffer grow.
+	capacity := w.r.opts.PackSize + 64<<10
 	select {
 	case buf := <-w.freeBufs:
 		p := newPackBuilder(0)
@@ -248,10 +276,11 @@ func (r *Repository) sealBlob(h BlobHandle, data []byte) ([]byte, uint32, error)
 	plain := data
 	var ulen uint32
 	if r.compressing() && len(data) > 0 {
-		plain = r.enc.EncodeAll(data, make([]byte, 0, len(data)/2+64))
+		plain = r.enc.EncodeAll(data, r.getBuf(len(data)/2+64))
 		ulen = uint32(len(data))
+		defer r.putBuf(plain)
 	}
-	sealed, err := r.key.Seal(make([]byte, 0, len(plain)+crypto.Overhead), plain)
+	sealed, err := r.key.Seal(r.getBuf(len(plain)+crypto.Overhead), plain)
 	if err != nil {
 		return nil, 0, fmt.Errorf("seal %v: %w", h, err)
 	}
@@ -289,15 +318,19 @@ func (r *Repository) openBlob(b Blob, sealed []byte, dst []byte) ([]byte, error)
 
 // verifySealed opens a freshly sealed blob and checks that it yields data.
 func (r *Repository) verifySealed(sealed []byte, ulen uint32, data []byte) error {
-	plain, err := r.key.Open(nil, sealed)
+	plain, err := r.key.Open(r.getBuf(len(sealed)), sealed)
 	if err != nil {
 		return fmt.Errorf("decrypt: %w", err)
 	}
 	if ulen != 0 {
-		if plain, err = r.dec.DecodeAll(plain, make([]byte, 0, len(data))); err != nil {
+		compressed := plain
+		plain, err = r.dec.DecodeAll(compressed, r.getBuf(len(data)))
+		r.putBuf(compressed)
+		if err != nil {
 			return fmt.Errorf("decompress: %w", err)
 		}
 	}
+	defer r.putBuf(plain)
 	if !bytes.Equal(plain, data) {
 		return errors.New("stored bytes do not read back as the input (memory or software fault)")
 	}
@@ -324,4 +357,24 @@ func (r *Repository) LoadBlob(ctx context.Context, h BlobHandle) ([]byte, error)
 		return nil, corrupt(ph.String(), "%w", err)
 	}
 	return plain, nil
+}
+
+// getBuf returns an empty buffer with at least n bytes of capacity from
+// the repository's pool; putBuf gives it back. Blob buffers are the
+// backup's main garbage, and reusing them keeps the heap near its floor.
+func (r *Repository) getBuf(n int) []byte {
+	if v := r.bufs.Get(); v != nil {
+		if b := *(v.(*[]byte)); cap(b) >= n {
+			return b[:0]
+		}
+	}
+	return make([]byte, 0, max(n, 64<<10))
+}
+
+func (r *Repository) putBuf(b []byte) {
+	if cap(b) == 0 || cap(b) > 16<<20 {
+		return
+	}
+	b = b[:0]
+	r.bufs.Put(&b)
 }
