@@ -3,6 +3,7 @@ package s3
 import (
 	"errors"
 	"fmt"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 	"net"
 	"net/url"
 	"path"
@@ -90,6 +91,12 @@ func ParseConfig(loc string) (Config, error) {
 	bucket, prefix, _ := strings.Cut(rest, "/")
 	if bucket == "" {
 		return Config{}, fmt.Errorf("s3: location %q has no bucket name (want HOST/BUCKET[/PREFIX])", loc)
+	}
+	// Checked here because minio-go rejects a bad name before sending any
+	// request, and that error would otherwise look like a network failure
+	// to the retry layer.
+	if err := s3utils.CheckValidBucketName(bucket); err != nil {
+		return Config{}, fmt.Errorf("s3: bucket name %q in location: %w", bucket, err)
 	}
 	if prefix != "" {
 		prefix = strings.Trim(path.Clean(prefix), "/")

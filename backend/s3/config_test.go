@@ -125,8 +125,8 @@ func TestApplyEnv(t *testing.T) {
 
 	// A provider's region wins over AWS_DEFAULT_REGION.
 	for loc, region := range map[string]string{
-		"https://acct.r2.cloudflarestorage.com/b": "auto",
-		"s3.us-west-004.backblazeb2.com/b":        "us-west-004",
+		"https://acct.r2.cloudflarestorage.com/bkt": "auto",
+		"s3.us-west-004.backblazeb2.com/bkt":        "us-west-004",
 	} {
 		cfg, _ := ParseConfig(loc)
 		cfg.ApplyEnv(vars)
@@ -145,7 +145,7 @@ func TestApplyEnv(t *testing.T) {
 }
 
 func TestApplyOption(t *testing.T) {
-	cfg, _ := ParseConfig("https://acct.r2.cloudflarestorage.com/b")
+	cfg, _ := ParseConfig("https://acct.r2.cloudflarestorage.com/bkt")
 	for _, o := range [][2]string{
 		{"s3.region", "us-east-1"},
 		{"s3.bucket-lookup", "DNS"},
@@ -229,5 +229,13 @@ func TestCheckHandle(t *testing.T) {
 	}
 	if err := checkHandle(backend.Handle{Type: backend.KeyFile, Name: "tmp-file"}); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestParseConfigRejectsInvalidBucket(t *testing.T) {
+	for _, loc := range []string{"http://127.0.0.1:9000/b1", "host/ab", "host/-x-"} {
+		if _, err := ParseConfig(loc); err == nil || !strings.Contains(err.Error(), "bucket name") {
+			t.Errorf("%s: got %v, want a bucket name error", loc, err)
+		}
 	}
 }
