@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"sync"
 
 	"github.com/scalr-platform/scalr-backup/backend"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 )
 
 // CheckOptions choose what Check verifies.
@@ -947,7 +945,7 @@ func (c *checkRun) readPack(ctx context.Context, id ID, buf *bytes.Buffer) int64
 	}
 
 	// Header entries, decoded from the bytes already read.
-	header, herr := checkDecodePackTail(c.r.key, data)
+	header, herr := decodePackTail(c.r.key, data)
 	if herr != nil {
 		fail("%v", herr)
 	}
@@ -1044,29 +1042,4 @@ func checkVerifyBlob(r *Repository, b Blob, sealed []byte) error {
 		return fmt.Errorf("content hash is %s", got)
 	}
 	return nil
-}
-
-// checkDecodePackTail decodes the header at the end of a whole pack held in
-// memory and checks that the pack has exactly the size it describes.
-func checkDecodePackTail(key *crypto.Key, data []byte) ([]Blob, error) {
-	size := int64(len(data))
-	if size < crypto.Overhead+4+plainEntrySize {
-		return nil, fmt.Errorf("pack is %d bytes, too small to hold a header", size)
-	}
-	hdrLen := int64(binary.LittleEndian.Uint32(data[size-4:]))
-	if hdrLen > maxHeaderSize || hdrLen+4 > size || hdrLen < crypto.Overhead+plainEntrySize {
-		return nil, fmt.Errorf("header length %d invalid for a %d-byte pack", hdrLen, size)
-	}
-	plain, err := key.Open(nil, data[size-4-hdrLen:size-4])
-	if err != nil {
-		return nil, fmt.Errorf("decrypt header: %w", err)
-	}
-	blobs, err := DecodeHeader(plain)
-	if err != nil {
-		return nil, err
-	}
-	if want := PackSize(blobs); want != size {
-		return nil, fmt.Errorf("pack is %d bytes but its header describes %d", size, want)
-	}
-	return blobs, nil
 }

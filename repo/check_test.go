@@ -59,7 +59,7 @@ func (f *chkFixture) refresh(t *testing.T) {
 			f.indexFiles = append(f.indexFiles, id)
 		case backend.PackFile:
 			buf, _ := f.be.Get(h)
-			blobs, err := checkDecodePackTail(f.r.key, buf)
+			blobs, err := decodePackTail(f.r.key, buf)
 			if err != nil {
 				t.Fatalf("pack %s: %v", id.Str(), err)
 			}
@@ -99,7 +99,7 @@ func (f *chkFixture) headerBlobs(t *testing.T, id ID) []Blob {
 	if !ok {
 		t.Fatalf("pack %s not stored", id.Str())
 	}
-	blobs, err := checkDecodePackTail(f.r.key, buf)
+	blobs, err := decodePackTail(f.r.key, buf)
 	if err != nil {
 		t.Fatal(err)
 	}

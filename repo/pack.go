@@ -231,9 +231,9 @@ func ReadPackHeader(ctx context.Context, be backend.Backend, key *crypto.Key, id
 	if err != nil {
 		return nil, err
 	}
-	hdrLen := int64(binary.LittleEndian.Uint32(buf[len(buf)-4:]))
-	if hdrLen > maxHeaderSize || hdrLen+4 > size || hdrLen < crypto.Overhead+plainEntrySize {
-		return nil, corrupt(name, "header length %d invalid for a %d-byte pack", hdrLen, size)
+	hdrLen, err := parseHeaderLength(buf[len(buf)-4:], size)
+	if err != nil {
+		return nil, corrupt(name, "%w", err)
 	}
 	var sealed []byte
 	if hdrLen+4 <= tail {
@@ -243,16 +243,49 @@ func ReadPackHeader(ctx context.Context, be backend.Backend, key *crypto.Key, id
 			return nil, err
 		}
 	}
-	plain, err := key.Open(nil, sealed)
-	if err != nil {
-		return nil, corrupt(name, "decrypt header: %w", err)
-	}
-	blobs, err := DecodeHeader(plain)
+	blobs, err := openHeader(key, sealed, size)
 	if err != nil {
 		return nil, corrupt(name, "%w", err)
 	}
+	return blobs, nil
+}
+
+// decodePackTail parses the header of a pack held whole in memory.
+func decodePackTail(key *crypto.Key, data []byte) ([]Blob, error) {
+	size := int64(len(data))
+	if size < crypto.Overhead+4+plainEntrySize {
+		return nil, fmt.Errorf("pack is %d bytes, too small to hold a header", size)
+	}
+	hdrLen, err := parseHeaderLength(data[size-4:], size)
+	if err != nil {
+		return nil, err
+	}
+	return openHeader(key, data[size-4-hdrLen:size-4], size)
+}
+
+// parseHeaderLength reads and bounds the trailing header length of a pack
+// of size bytes.
+func parseHeaderLength(last4 []byte, size int64) (int64, error) {
+	hdrLen := int64(binary.LittleEndian.Uint32(last4))
+	if hdrLen > maxHeaderSize || hdrLen+4 > size || hdrLen < crypto.Overhead+plainEntrySize {
+		return 0, fmt.Errorf("header length %d invalid for a %d-byte pack", hdrLen, size)
+	}
+	return hdrLen, nil
+}
+
+// openHeader decrypts and decodes a sealed header and checks that it
+// describes a pack of exactly size bytes.
+func openHeader(key *crypto.Key, sealed []byte, size int64) ([]Blob, error) {
+	plain, err := key.Open(nil, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt header: %w", err)
+	}
+	blobs, err := DecodeHeader(plain)
+	if err != nil {
+		return nil, err
+	}
 	if want := PackSize(blobs); want != size {
-		return nil, corrupt(name, "pack is %d bytes but its header describes %d", size, want)
+		return nil, fmt.Errorf("pack is %d bytes but its header describes %d", size, want)
 	}
 	return blobs, nil
 }
