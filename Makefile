@@ -7,7 +7,7 @@
 
 GO ?= go
 
-.PHONY: build lint test unit
+.PHONY: build lint test unit bench
 
 build:
 	$(GO) build ./...
@@ -28,3 +28,8 @@ test:
 
 unit:
 	$(GO) test -short ./...
+
+# bench: scalr-backup side by side with restic 0.18.1 (local, S3, S3 with
+# latency), then the per-stage Go benchmarks; see scripts/bench.sh.
+bench:
+	GO=$(GO) bash scripts/bench.sh

@@ -64,7 +64,12 @@ func (l *LockInfo) String() string {
 type LockedError struct{ Holder *LockInfo }
 
 func (e *LockedError) Error() string {
-	return "repository is already locked: " + e.Holder.String()
+	msg := "repository is already locked: " + e.Holder.String()
+	host, _ := os.Hostname()
+	if e.Holder.Stale(time.Now(), host) {
+		msg += "; the lock is stale (its holder is gone): remove it with `scalr-backup unlock`"
+	}
+	return msg
 }
 
 // Lock is a held repository lock, refreshed in the background until
@@ -230,6 +235,9 @@ func (r *Repository) lockWithRetry(ctx context.Context, exclusive bool, retry ti
 		var le *LockedError
 		if err == nil || !errors.As(err, &le) || time.Now().Add(pause).After(deadline) {
 			return l, err
+		}
+		if notify := r.opts.LockWait; notify != nil && pause == time.Second {
+			notify(le.Holder, retry)
 		}
 		select {
 		case <-time.After(pause):

@@ -75,6 +75,8 @@ type Options struct {
 	// LockRetry is how long to retry taking a lock held by another
 	// process (restic's --retry-lock); 0 fails at once.
 	LockRetry time.Duration
+	// LockWait, when set, is told once that a lock is being waited for.
+	LockWait func(holder *LockInfo, upTo time.Duration)
 }
 
 func (o Options) normalized() (Options, error) {

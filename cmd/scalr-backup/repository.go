@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/term"
 
@@ -52,6 +53,11 @@ func (a *app) repoOptions() (repo.Options, error) {
 	}
 	o.PackSize = int(size) << 20
 	o.LockRetry = a.retryLock
+	o.LockWait = func(holder *repo.LockInfo, upTo time.Duration) {
+		if !a.quiet {
+			fmt.Fprintf(a.stderr, "repository is locked (%s); waiting up to %s for the lock\n", holder, upTo)
+		}
+	}
 	return o, nil
 }
 
