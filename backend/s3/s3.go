@@ -19,6 +19,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -532,14 +533,21 @@ type Error struct {
 
 func (e *Error) Error() string {
 	s := "s3 " + e.Op + " " + e.Key + ": "
+	msg := e.Err.Error()
 	if e.Status != 0 {
-		s += fmt.Sprintf("HTTP %d", e.Status)
-		if e.Code != "" {
-			s += " " + e.Code
+		status := fmt.Sprintf("HTTP %d", e.Status)
+		// Without a response body minio-go uses the status line as code
+		// and message; say it once.
+		if e.Code != "" && !strings.HasPrefix(e.Code, strconv.Itoa(e.Status)) {
+			status += " " + e.Code
 		}
-		s += ": "
+		if strings.HasPrefix(msg, strconv.Itoa(e.Status)) {
+			msg = status + " " + strings.TrimSpace(strings.TrimPrefix(msg, strconv.Itoa(e.Status)))
+		} else {
+			msg = status + ": " + msg
+		}
 	}
-	s += e.Err.Error()
+	s += msg
 	if isAuth(e.Status, e.Code) {
 		s += " (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the key's permissions)"
 	}

@@ -68,7 +68,11 @@ func (a *app) openBackend(ctx context.Context, create bool) (backend.Backend, er
 	if err != nil {
 		return nil, err
 	}
-	opts := open.Options{Getenv: a.getenv, Extended: a.options}
+	retry, err := open.RetryFromEnv(a.getenv)
+	if err != nil {
+		return nil, err
+	}
+	opts := open.Options{Getenv: a.getenv, Extended: a.options, Retry: retry}
 	var o *open.Opened
 	if create {
 		o, err = open.Create(ctx, loc, opts)
