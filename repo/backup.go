@@ -118,7 +118,7 @@ func (r *Repository) backup(ctx context.Context, paths []string, streams []Strea
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+	defer lock.release(ctx)
 	go func() {
 		select {
 		case <-lock.Lost():

@@ -351,7 +351,7 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckReport
 		if err != nil {
 			return nil, err
 		}
-		defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+		defer lock.release(ctx)
 	}
 	c := &checkRun{
 		r: r, opts: opts,

@@ -290,3 +290,16 @@ func (r *Repository) RemoveStaleLocks(ctx context.Context, all bool) (int, error
 	}
 	return n, nil
 }
+
+// unlockTimeout bounds removing a lock at the end of an operation: when
+// storage is down, the operation has already failed, and the lock will be
+// stale (and removable with unlock) once its holder is gone.
+const unlockTimeout = 30 * time.Second
+
+// release removes the lock even when ctx was cancelled, giving up after
+// unlockTimeout.
+func (l *Lock) release(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
+	defer cancel()
+	_ = l.Unlock(ctx)
+}

@@ -201,7 +201,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+	defer lock.release(ctx)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
