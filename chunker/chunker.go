@@ -101,7 +101,20 @@ type Chunker struct {
 
 // New cuts rd with pol, taking buffers from pool.
 func New(rd io.Reader, pol Pol, pool *Pool) *Chunker {
-	return &Chunker{c: rc.New(rd, pol), pool: pool}
+	return &Chunker{c: rc.New(shortReadGuard{rd}, pol), pool: pool}
+}
+
+// shortReadGuard wraps io.ErrUnexpectedEOF from the stream: the underlying
+// chunker reads with io.ReadFull and takes that exact error for its own
+// short read, so a stream that reports it would be read again forever.
+type shortReadGuard struct{ r io.Reader }
+
+func (g shortReadGuard) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	if err == io.ErrUnexpectedEOF {
+		err = fmt.Errorf("stream ended early: %w", err)
+	}
+	return n, err
 }
 
 // Next returns the next chunk, or io.EOF after the last one. An error from

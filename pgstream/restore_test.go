@@ -1,0 +1,208 @@
+package pgstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/scalr-platform/scalr-backup/repo"
+)
+
+// backedUp is a fake container with one backup in a memory repository.
+func backedUp(t *testing.T) (*fakeDocker, *fakePG, *repo.Repository, *Result) {
+	t.Helper()
+	f, pg, tg := setupBackup(t)
+	r := memRepo(t)
+	res, err := BackupContainer(context.Background(), f, r, tg, BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, pg, r, res
+}
+
+func TestRestoreFake(t *testing.T) {
+	f, pg, r, res := backedUp(t)
+	var confirmed *RestorePlan
+	rr, err := Restore(context.Background(), f, r, "scalr-app-db", "latest", RestoreOptions{
+		Databases: []string{"app"},
+		Confirm:   func(p *RestorePlan) error { confirmed = p; return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if confirmed == nil || confirmed.Target != "scalr-app-db" || confirmed.TargetUser != "app" || len(confirmed.Databases) != 1 ||
+		confirmed.Snapshot.ID != res.SnapshotID {
+		t.Fatalf("plan %+v", confirmed)
+	}
+	// pg_restore got the dump, whole, connected to the maintenance
+	// database with --create and --no-owner.
+	if !bytes.Equal(pg.restoreIn["postgres"], pg.dump["app"]) {
+		t.Fatalf("pg_restore read %d bytes, want %d", len(pg.restoreIn["postgres"]), len(pg.dump["app"]))
+	}
+	var restoreCmd []string
+	for _, c := range f.execLog {
+		if c[0] == "pg_restore" {
+			restoreCmd = c
+		}
+	}
+	for _, want := range []string{"--exit-on-error", "--create", "--no-owner", "--username=app"} {
+		if !slices.Contains(restoreCmd, want) {
+			t.Errorf("pg_restore %q lacks %q", restoreCmd, want)
+		}
+	}
+	var drop string
+	for _, s := range pg.sqlSeen {
+		if strings.HasPrefix(s, "DROP DATABASE") {
+			drop = s
+		}
+	}
+	if drop != "DROP DATABASE IF EXISTS \"app\" WITH (FORCE);\n" {
+		t.Errorf("drop statement %q", drop)
+	}
+	if len(rr.Databases) != 1 || len(rr.Databases[0].Tables) != 2 || len(rr.Mismatches()) != 0 {
+		t.Errorf("result %+v", rr.Databases)
+	}
+
+	// A confirmation that says no stops before anything happens.
+	pg.sqlSeen = nil
+	no := errors.New("no")
+	if _, err := Restore(context.Background(), f, r, "scalr-app-db", res.SnapshotID.Str(), RestoreOptions{Confirm: func(*RestorePlan) error { return no }}); !errors.Is(err, no) {
+		t.Fatalf("declined: %v", err)
+	}
+	if len(pg.sqlSeen) != 0 {
+		t.Fatalf("statements ran after the confirmation was declined: %q", pg.sqlSeen)
+	}
+
+	// Counts that differ name the table.
+	pg.restored["app"] = `[{"schema" : "public", "name" : "users", "rows" : 2}, {"schema" : "public", "name" : "Überprüfung", "rows" : 2}]`
+	rr, err = Restore(context.Background(), f, r, "scalr-app-db", "latest", RestoreOptions{Databases: []string{"app"}})
+	if !errors.Is(err, ErrCountMismatch) || !strings.Contains(err.Error(), "public.users: 3 rows in the manifest, 2 restored") || rr == nil {
+		t.Fatalf("mismatch: %v", err)
+	}
+
+	// Asking for a database the snapshot lacks, a snapshot of another
+	// container, a container that is not there.
+	if _, err := PlanRestore(context.Background(), f, r, "scalr-app-db", "latest", RestoreOptions{Databases: []string{"nope"}}); !errors.Is(err, ErrDatabaseMissing) || !strings.Contains(err.Error(), "app, reports") {
+		t.Errorf("missing database: %v", err)
+	}
+	f.add(pgContainer("scalr-other-db", []string{"PG_MAJOR=15"}, nil))
+	if _, err := PlanRestore(context.Background(), f, r, "scalr-other-db", res.SnapshotID.String(), RestoreOptions{}); !errors.Is(err, repo.ErrNoSnapshot) || !strings.Contains(err.Error(), "not a backup of container scalr-other-db") {
+		t.Errorf("other container's snapshot: %v", err)
+	}
+	if _, err := PlanRestore(context.Background(), f, r, "scalr-other-db", "latest", RestoreOptions{}); !errors.Is(err, repo.ErrNoSnapshot) || !strings.Contains(err.Error(), "no backup of container scalr-other-db") {
+		t.Errorf("no backup: %v", err)
+	}
+	if _, err := PlanRestore(context.Background(), f, r, "scalr-gone-db", "latest", RestoreOptions{}); !errors.Is(err, ErrNoContainer) {
+		t.Errorf("missing container: %v", err)
+	}
+}
+
+func TestRestorePostgresUsesTemplate1(t *testing.T) {
+	f := newFakeDocker()
+	pg := newFakePG()
+	pg.databases = []string{"postgres"}
+	pg.dump["postgres"] = []byte("PGDMP the postgres database")
+	f.handler = pg.handle
+	f.add(pgContainer("scalr-auth-postgres", []string{"PG_MAJOR=15"}, nil))
+	tg, err := InspectTarget(context.Background(), f, "scalr-auth-postgres", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := memRepo(t)
+	if _, err := BackupContainer(context.Background(), f, r, tg, BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Restore(context.Background(), f, r, "scalr-auth-postgres", "latest", RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(pg.restoreIn["template1"], pg.dump["postgres"]) {
+		t.Fatalf("pg_restore did not connect to template1: %q", pg.restoreIn)
+	}
+}
+
+func TestRestoreRefusesPlainDump(t *testing.T) {
+	f, pg, tg := setupBackup(t)
+	pg.dump["app"] = []byte("--\n-- PostgreSQL database dump\n--\n")
+	r := memRepo(t)
+	if _, err := BackupContainer(context.Background(), f, r, tg, BackupOptions{PgDumpArgs: []string{"-Fp"}}); err != nil {
+		t.Fatal(err)
+	}
+	pg.sqlSeen = nil
+	_, err := Restore(context.Background(), f, r, "scalr-app-db", "latest", RestoreOptions{})
+	if err == nil || !strings.Contains(err.Error(), "not a pg_dump archive") {
+		t.Fatalf("plain dump: %v", err)
+	}
+	for _, s := range pg.sqlSeen {
+		if strings.HasPrefix(s, "DROP") {
+			t.Fatal("dropped a database before refusing")
+		}
+	}
+}
+
+func TestDrillFake(t *testing.T) {
+	f, pg, r, res := backedUp(t)
+	dr, err := Drill(context.Background(), f, r, "scalr-app-db", DrillOptions{Hostname: "h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dr.Passed || dr.Snapshot != res.SnapshotID.String() || len(dr.Databases) != 2 || dr.RecordID.IsNull() {
+		t.Fatalf("drill %+v", dr)
+	}
+	if len(f.created) != 1 || !strings.HasPrefix(f.created[0], "scalr-drill-scalr-app-db-") || !slices.Equal(f.created, f.removed) {
+		t.Fatalf("created %q removed %q", f.created, f.removed)
+	}
+	// The throwaway container: same image, same POSTGRES_* environment
+	// (no other variable), opted out of discovery, crash safety off.
+	cfg := f.createdConfig[f.created[0]]
+	if !slices.Equal(cfg.Env, []string{"POSTGRES_USER=app", "POSTGRES_DB=app", "POSTGRES_PASSWORD=secret-pw"}) ||
+		cfg.Labels[LabelBackup] != "false" || cfg.Labels[LabelDrillOf] != "scalr-app-db" ||
+		!strings.HasPrefix(cfg.Image, "sha256:") || !slices.Contains(cfg.Cmd, "fsync=off") {
+		t.Errorf("drill container config %+v", cfg)
+	}
+	sn, err := r.FindSnapshot(context.Background(), "latest", repo.SnapshotFilter{Tags: []string{"drill,scalr-app-db,drill-passed"}})
+	if err != nil || sn.ID != dr.RecordID || sn.Paths[0] != "/drill/scalr-app-db.json" {
+		t.Fatalf("record snapshot %v %+v", err, sn)
+	}
+	rec := readFile(t, r, sn, "/drill/scalr-app-db.json")
+	if !bytes.Contains(rec, []byte(`"passed": true`)) || bytes.Contains(rec, []byte("secret-pw")) {
+		t.Fatalf("record %s", rec)
+	}
+	// The container's latest backup is still the backup, not the record.
+	if _, m, err := FindBackup(context.Background(), r, "scalr-app-db", "latest"); err != nil || m.Container != "scalr-app-db" {
+		t.Fatalf("FindBackup after a drill: %v", err)
+	}
+
+	// A failing drill: the table is named, the container still removed,
+	// the record says so.
+	pg.restored["app"] = `[{"schema" : "public", "name" : "users", "rows" : 2}, {"schema" : "public", "name" : "Überprüfung", "rows" : 2}]`
+	dr, err = Drill(context.Background(), f, r, "scalr-app-db", DrillOptions{})
+	if !errors.Is(err, ErrCountMismatch) || !strings.Contains(err.Error(), "public.users") || dr.Passed {
+		t.Fatalf("failing drill: %v %+v", err, dr)
+	}
+	if len(f.created) != 2 || !slices.Equal(f.created, f.removed) {
+		t.Fatalf("created %q removed %q", f.created, f.removed)
+	}
+	if _, err := r.FindSnapshot(context.Background(), "latest", repo.SnapshotFilter{Tags: []string{"drill,scalr-app-db,drill-failed"}}); err != nil {
+		t.Fatalf("no failed-drill record: %v", err)
+	}
+
+	// Restore fails inside the throwaway container: still removed.
+	prev := f.handler
+	f.handler = func(x *execCall) int {
+		if x.Cmd[0] == "pg_restore" {
+			fmt.Fprintln(x.Stderr, "pg_restore: error: could not execute query: ERROR:  boom")
+			return 1
+		}
+		return prev(x)
+	}
+	if _, err := Drill(context.Background(), f, r, "scalr-app-db", DrillOptions{NoRecord: true}); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("drill with failing pg_restore: %v", err)
+	}
+	if len(f.created) != 3 || !slices.Equal(f.created, f.removed) {
+		t.Fatalf("created %q removed %q", f.created, f.removed)
+	}
+}
