@@ -128,6 +128,8 @@ flags below; passwords are never accepted as arguments.`,
 		a.pgBackupCommand(),
 		a.restoreCommand(),
 		a.drillCommand(),
+		a.runCommand(),
+		a.daemonCommand(),
 		a.unlockCommand(),
 		a.versionCommand(),
 	)

@@ -1,0 +1,419 @@
+package main
+
+// The nightly service's commands: run (one pass) and daemon (passes on a
+// schedule); cmd_daemon.go has the daemon. The work is in package nightly;
+// this file reads the configuration, opens the repository and wires
+// nightly's Discoverer, BackupFunc and DrillFunc to pgstream
+// (nightlyDeps, the one place that knows both).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/docker/docker/client"
+	"github.com/spf13/cobra"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+	"github.com/scalr-platform/scalr-backup/nightly"
+	"github.com/scalr-platform/scalr-backup/pgstream"
+	"github.com/scalr-platform/scalr-backup/repo"
+)
+
+// nightlyFlags are the flags run and daemon share; set ones win over the
+// environment.
+type nightlyFlags struct {
+	init      bool
+	patterns  []string
+	logFormat string
+	host      string
+}
+
+func (f *nightlyFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.init, "init", false, "create the repository if there is none yet (default: $SCALR_BACKUP_INIT)")
+	fl.StringArrayVar(&f.patterns, "pattern", nil, "container name `pattern` to back up (repeatable; default: $SCALR_BACKUP_PATTERNS or "+strings.Join(pgstream.DefaultPatterns, ", ")+")")
+	fl.StringVar(&f.logFormat, "log-format", "", "log `format` on standard error: auto, json or text (default: $SCALR_BACKUP_LOG_FORMAT or auto: text on a terminal, else JSON)")
+	fl.StringVarP(&f.host, "host", "H", "", "`hostname` recorded in snapshots; forget only touches this host's (default: $SCALR_BACKUP_HOST or this host's name)")
+}
+
+// nightlyConfig reads the environment and applies the flags.
+func (a *app) nightlyConfig(f *nightlyFlags) (nightly.Config, error) {
+	cfg, err := nightly.LoadConfig(a.getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if f.init {
+		cfg.Init = true
+	}
+	if f.patterns != nil {
+		cfg.Patterns = f.patterns
+	}
+	if f.host != "" {
+		cfg.Host = f.host
+	}
+	switch f.logFormat {
+	case "":
+	case "auto", "json", "text":
+		cfg.LogFormat = f.logFormat
+	default:
+		return cfg, fmt.Errorf("--log-format %q: want auto, json or text", f.logFormat)
+	}
+	return cfg, nil
+}
+
+// nightlyLogger logs to standard error: text on a terminal, JSON otherwise
+// (or as configured); --quiet shows warnings and errors only, --verbose
+// adds debug lines.
+func (a *app) nightlyLogger(cfg nightly.Config) *slog.Logger {
+	level := slog.LevelInfo
+	if a.quiet {
+		level = slog.LevelWarn
+	}
+	if a.verbose {
+		level = slog.LevelDebug
+	}
+	f, ok := a.stderr.(*os.File)
+	terminal := ok && isTerminalFd(f.Fd())
+	return nightly.NewLogger(a.stderr, cfg.LogFormat, terminal, level)
+}
+
+// nightlyOpener returns the Service's Open: the repository from the usual
+// flags and environment, opened afresh for each pass; with cfg.Init it is
+// created when missing. Lock conflicts are retried for --retry-lock, else
+// SCALR_BACKUP_RETRY_LOCK.
+func (a *app) nightlyOpener(cfg nightly.Config, log *slog.Logger) func(ctx context.Context) (*repo.Repository, error) {
+	return func(ctx context.Context) (*repo.Repository, error) {
+		opts, err := a.repoOptions()
+		if err != nil {
+			return nil, err
+		}
+		if opts.LockRetry == 0 {
+			opts.LockRetry = cfg.RetryLock
+		}
+		if _, err := a.location(); err != nil {
+			return nil, err
+		}
+		pw, err := a.password(ctx, "enter password for repository: ")
+		if err != nil {
+			return nil, err
+		}
+		be, err := a.openBackend(ctx, false)
+		if err == nil {
+			var r *repo.Repository
+			r, err = repo.Open(ctx, be, pw, opts)
+			if err == nil {
+				return r, nil
+			}
+			_ = be.Close()
+		}
+		if !cfg.Init || !errors.Is(err, backend.ErrNoRepository) {
+			return nil, err
+		}
+		be, err = a.openBackend(ctx, true)
+		if err != nil {
+			return nil, err
+		}
+		r, err := repo.Init(ctx, be, pw, repo.InitOptions{}, opts)
+		if err != nil {
+			_ = be.Close()
+			return nil, err
+		}
+		log.Warn("created a new repository: keep its password safe, losing it loses every backup in it",
+			"repository", be.Location(), "id", r.Config().ID[:10])
+		return r, nil
+	}
+}
+
+// nightlyWiring is what the nightly service needs from the outside world.
+type nightlyWiring struct {
+	discover nightly.Discoverer
+	backup   nightly.BackupFunc
+	drill    nightly.DrillFunc
+	close    func()
+}
+
+// nightlyDeps wires the nightly service to pgstream: discovery of the
+// Postgres containers (SCALR_BACKUP_PATTERNS / --pattern, labels,
+// SCALR_BACKUP_ALL_DATABASES), pgstream.BackupContainer for each, and
+// pgstream.Drill. The Docker engine (DOCKER_HOST, else the local socket)
+// is connected on first use and reconnected after a failed connect, so a
+// daemon started before the engine, or across an engine restart, recovers
+// by itself. This is the one place that knows both packages.
+func (a *app) nightlyDeps(_ context.Context, cfg nightly.Config, log *slog.Logger) (nightlyWiring, error) {
+	w := &pgWiring{a: a, cfg: cfg, log: log}
+	return nightlyWiring{
+		discover: nightly.DiscoverFunc(w.discover),
+		backup:   w.backup,
+		drill:    w.drill,
+		close:    w.close,
+	}, nil
+}
+
+type pgWiring struct {
+	a   *app
+	cfg nightly.Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	docker *client.Client
+}
+
+func (w *pgWiring) client(ctx context.Context) (pgstream.Docker, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.docker != nil {
+		return w.docker, nil
+	}
+	d, err := w.a.connectDocker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.docker = d
+	return d, nil
+}
+
+func (w *pgWiring) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.docker != nil {
+		_ = w.docker.Close()
+		w.docker = nil
+	}
+}
+
+func (w *pgWiring) warn(s string) { w.log.Warn(s) }
+
+func (w *pgWiring) discover(ctx context.Context) ([]nightly.Target, error) {
+	d, err := w.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	found, err := pgstream.Discover(ctx, d, pgstream.Options{Patterns: w.cfg.Patterns, AllDatabases: w.cfg.AllDatabases, Warn: w.warn})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]nightly.Target, len(found))
+	for i, t := range found {
+		out[i] = nightly.Target{Name: t.Container, Detail: t}
+	}
+	return out, nil
+}
+
+func (w *pgWiring) backup(ctx context.Context, r *repo.Repository, t nightly.Target) (nightly.BackupResult, error) {
+	pt, ok := t.Detail.(pgstream.Target)
+	if !ok {
+		return nightly.BackupResult{}, fmt.Errorf("container %s: not found by discovery", t.Name)
+	}
+	d, err := w.client(ctx)
+	if err != nil {
+		return nightly.BackupResult{}, err
+	}
+	res, err := pgstream.BackupContainer(ctx, d, r, pt, pgstream.BackupOptions{
+		Hostname: w.cfg.Host, ProgramVersion: "scalr-backup " + version(),
+	})
+	if err != nil {
+		return nightly.BackupResult{}, err
+	}
+	out := nightly.BackupResult{SnapshotID: res.SnapshotID, BytesAdded: res.Stats.DataAdded, BytesStored: res.Stats.DataAddedPacked}
+	if res.Snapshot != nil && res.Snapshot.Summary != nil {
+		out.BytesRead = res.Snapshot.Summary.TotalBytesProcessed
+	}
+	return out, nil
+}
+
+func (w *pgWiring) drill(ctx context.Context, r *repo.Repository, t nightly.Target) (nightly.DrillResult, error) {
+	d, err := w.client(ctx)
+	if err != nil {
+		return nightly.DrillResult{}, err
+	}
+	res, err := pgstream.Drill(ctx, d, r, t.Name, pgstream.DrillOptions{
+		Hostname: w.cfg.Host, ProgramVersion: "scalr-backup " + version(), Warn: w.warn,
+	})
+	if res == nil {
+		return nightly.DrillResult{}, err
+	}
+	return nightly.DrillResult{Snapshot: res.Snapshot, RecordID: res.RecordID}, err
+}
+
+// nightlyService builds the Service of a run or a daemon.
+func (a *app) nightlyService(cfg nightly.Config, w nightlyWiring, log *slog.Logger, m *nightly.Metrics) *nightly.Service {
+	return &nightly.Service{
+		Config: cfg, Open: a.nightlyOpener(cfg, log),
+		Discoverer: w.discover, Backup: w.backup, Drill: w.drill,
+		Metrics: m, Logger: log,
+	}
+}
+
+func (a *app) runCommand() *cobra.Command {
+	var (
+		f        nightlyFlags
+		textfile string
+	)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run one backup pass: back up every Postgres container, then forget and prune",
+		Long: `Run one full nightly pass and exit:
+
+  1. open the repository (--init creates it when there is none),
+  2. discover the running Postgres containers (see discover),
+  3. back up each into its own snapshot tagged with its name; one failing
+     container never stops the others,
+  4. forget by the retention policy, per container (grouped by host and
+     paths), over container backups only: drill records and other
+     snapshots are never touched,
+  5. prune what no snapshot needs any more.
+
+Prints one row per container (status, duration, bytes read, bytes added,
+snapshot) or, with --json, the whole report. Alerts go out as configured
+(SCALR_BACKUP_ON_FAILURE, _ON_SUCCESS, _WEBHOOK_URL, _HEALTHCHECK_URL); with
+--textfile the metrics are written for node_exporter's textfile collector.
+Use it from cron or a systemd timer, or run the daemon instead.
+
+The exit code is 0 only when everything succeeded; 1 when any container or
+step failed; 10, 11, 12 when the repository is missing, locked, or the
+password is wrong; 130 when interrupted (the running backup is abandoned,
+its lock removed).
+
+Configuration (environment; flags win):
+` + envTable(),
+		Example: `  # once, creating the repository on first use
+  RESTIC_REPOSITORY=s3:https://ACCOUNT.r2.cloudflarestorage.com/backups \
+  RESTIC_PASSWORD_FILE=/run/secrets/restic scalr-backup run --init
+
+  # from cron, with metrics for node_exporter
+  scalr-backup run --textfile /var/lib/node_exporter/textfile/scalr_backup.prom
+
+  # machine-readable report
+  scalr-backup run --json | jq '.targets[] | select(.status != "ok")'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfg, err := a.nightlyConfig(&f)
+			if err != nil {
+				return err
+			}
+			if textfile != "" {
+				if !strings.HasSuffix(textfile, ".prom") {
+					return fmt.Errorf("--textfile %q: node_exporter's textfile collector reads only files ending in .prom", textfile)
+				}
+				cfg.Textfile = textfile
+			}
+			log := a.nightlyLogger(cfg)
+			w, err := a.nightlyDeps(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer w.close()
+			return a.nightlyRun(ctx, cfg, w, log)
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&textfile, "textfile", "", "write metrics to this `file` (must end in .prom) for node_exporter (default: $SCALR_BACKUP_TEXTFILE)")
+	return cmd
+}
+
+// nightlyRun runs one pass with the given wiring, prints the report,
+// writes the textfile and turns the outcome into the command's error.
+func (a *app) nightlyRun(ctx context.Context, cfg nightly.Config, w nightlyWiring, log *slog.Logger) error {
+	var m *nightly.Metrics
+	if cfg.Textfile != "" {
+		m = nightly.NewMetrics(cfg.StaleAfter, nil)
+	}
+	s := a.nightlyService(cfg, w, log, m)
+	rep := s.RunPass(ctx)
+	if m != nil {
+		if err := m.WriteTextfile(cfg.Textfile); err != nil {
+			log.Error("writing the metrics textfile failed", "error", err)
+			if rep.OK() {
+				return err
+			}
+		}
+	}
+	if a.jsonOutput {
+		if err := a.printJSON(rep); err != nil {
+			return err
+		}
+	} else {
+		a.printNightlyReport(rep)
+	}
+	if rep.OK() {
+		return nil
+	}
+	if rep.Cancelled && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	for _, e := range rep.Errors {
+		if e.Stage == "open" {
+			// Keep the repository's own error (and so its exit code).
+			return e.Err
+		}
+	}
+	return rep.Err()
+}
+
+// printNightlyReport prints the per-container table and the pass's other
+// steps.
+func (a *app) printNightlyReport(rep *nightly.Report) {
+	if a.quiet {
+		if !rep.OK() {
+			fmt.Fprint(a.stderr, nightly.Summary(rep))
+		}
+		return
+	}
+	if len(rep.Targets) > 0 {
+		tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CONTAINER\tSTATUS\tDURATION\tREAD\tADDED\tSNAPSHOT")
+		for _, t := range rep.Targets {
+			id := "-"
+			if t.SnapshotID != "" {
+				id = t.SnapshotID[:8]
+			}
+			read, added := "-", "-"
+			if t.Status == nightly.StatusOK {
+				read, added = bytesHuman(t.BytesRead), bytesHuman(t.BytesAdded)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Status, t.Duration.Round(100*time.Millisecond), read, added, id)
+		}
+		tw.Flush()
+	}
+	for _, t := range rep.Failed() {
+		fmt.Fprintf(a.stdout, "%s: %s\n", t.Name, t.Error)
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintf(a.stdout, "%s failed: %v\n", e.Stage, e.Err)
+	}
+	if rep.Forget != nil {
+		fmt.Fprintf(a.stdout, "forget: %s per container: removed %d snapshots\n", rep.Forget.Policy, rep.Forget.Removed)
+	}
+	if p := rep.Prune; p != nil {
+		fmt.Fprintf(a.stdout, "prune: removed %d packs, repacked %d, freed %s\n", p.PacksRemove+p.PacksUnreferenced, p.PacksRepack, bytesHuman(p.RemoveSize+p.UnreferencedSize))
+	}
+	status := "OK"
+	switch {
+	case rep.Cancelled:
+		status = "CANCELLED"
+	case !rep.OK():
+		status = "FAILED"
+	}
+	fmt.Fprintf(a.stdout, "pass %s in %s (%s)\n", status, rep.Duration.Round(100*time.Millisecond), rep.Requests)
+}
+
+// envTable lists the environment variables for --help.
+func envTable() string {
+	var b strings.Builder
+	for _, e := range nightly.Environment() {
+		def := e.Default
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(&b, "  %s (default %s)\n      %s\n", e.Name, def, e.Meaning)
+	}
+	return strings.TrimRight(b.String(), "\n")
+}

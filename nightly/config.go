@@ -1,0 +1,377 @@
+package nightly
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/scalr-platform/scalr-backup/repo"
+)
+
+// Defaults of Config.
+const (
+	DefaultSchedule       = "0 3 * * *" // 03:00 UTC every day
+	DefaultDrillSchedule  = "0 5 1 * *" // 05:00 UTC on the first of each month
+	DefaultStaleAfter     = 26 * time.Hour
+	DefaultMetricsAddr    = "127.0.0.1:9187"
+	DefaultHookTimeout    = 2 * time.Minute
+	DefaultWebhookTimeout = 10 * time.Second
+	DefaultTargetTimeout  = 6 * time.Hour
+	DefaultRetryLock      = 15 * time.Minute
+)
+
+// Config is the nightly service's configuration, read from the environment
+// by LoadConfig. The repository itself (RESTIC_REPOSITORY, the password,
+// AWS_*) is the CLI's business and not in here.
+type Config struct {
+	// Schedule and DrillSchedule are cron specs, read in UTC (see
+	// ParseSchedule); DrillSchedule "" means no drills.
+	Schedule      string
+	DrillSchedule string
+	// Policy is the retention per container.
+	Policy repo.ExpirePolicy
+	// Patterns select containers by name for discovery (nil: discovery's
+	// defaults); AllDatabases dumps every database of each.
+	Patterns     []string
+	AllDatabases bool
+	// Host is recorded in the snapshots and limits forget to them.
+	Host string
+	// AllowEmpty makes a pass that finds no container a success.
+	AllowEmpty bool
+	// TargetTimeout bounds one container's backup (0: none).
+	TargetTimeout time.Duration
+	// RetryLock is how long to wait for a lock another process holds.
+	RetryLock time.Duration
+	// Init creates the repository when there is none.
+	Init bool
+
+	// OnFailure and OnSuccess are shell commands run for events (see
+	// Alerter); HookTimeout bounds each run.
+	OnFailure, OnSuccess string
+	HookTimeout          time.Duration
+	// WebhookURL receives a JSON POST per failure (and per pass with
+	// WebhookOnSuccess).
+	WebhookURL       string
+	WebhookOnSuccess bool
+	WebhookTimeout   time.Duration
+	// HealthcheckURL is pinged healthchecks.io style: /start, success, /fail.
+	HealthcheckURL string
+	// StaleAfter is the dead-man threshold: a container whose newest backup
+	// is older is reported stale.
+	StaleAfter time.Duration
+
+	// MetricsAddr is where the daemon serves /metrics and /healthz (""
+	// means not at all).
+	MetricsAddr string
+	// Textfile is where `run` writes its metrics for node_exporter's
+	// textfile collector ("" means nowhere).
+	Textfile string
+	// LogFormat is auto (text on a terminal, else JSON), json or text.
+	LogFormat string
+}
+
+// Env is one environment variable LoadConfig reads, for documentation.
+type Env struct {
+	Name, Default, Meaning string
+}
+
+// Environment lists the variables LoadConfig reads, in the order a README
+// table would show them.
+func Environment() []Env {
+	return []Env{
+		{"SCALR_BACKUP_SCHEDULE", DefaultSchedule, "when the daemon runs a pass: cron spec in UTC (5 fields, or 6 with seconds first, or @daily, @every 6h; CRON_TZ=Zone prefix allowed)"},
+		{"SCALR_BACKUP_DRILL_SCHEDULE", DefaultDrillSchedule, "when the daemon runs a restore drill of every container; off disables"},
+		{"SCALR_BACKUP_KEEP_DAILY", "30", "daily snapshots kept per container (a count, or unlimited)"},
+		{"SCALR_BACKUP_KEEP_WEEKLY", "4", "weekly snapshots kept per container"},
+		{"SCALR_BACKUP_KEEP_MONTHLY", "6", "monthly snapshots kept per container"},
+		{"SCALR_BACKUP_PATTERNS", "scalr-*-db scalr-auth-postgres", "container name patterns to back up, separated by spaces or commas (labels scalr.backup=true/false still apply)"},
+		{"SCALR_BACKUP_ALL_DATABASES", "false", "dump every database of each container, not only POSTGRES_DB"},
+		{"SCALR_BACKUP_HOST", "$RESTIC_HOST, else the host name", "host name recorded in snapshots; forget only touches this host's snapshots. Set it (or a fixed container hostname): a container's host name changes with every re-creation"},
+		{"SCALR_BACKUP_ALLOW_EMPTY", "false", "a pass that finds no container succeeds instead of failing"},
+		{"SCALR_BACKUP_TARGET_TIMEOUT", "6h", "longest one container's backup may take; 0 for no limit"},
+		{"SCALR_BACKUP_RETRY_LOCK", "15m", "how long to wait for a repository lock held by another process (--retry-lock wins)"},
+		{"SCALR_BACKUP_INIT", "false", "create the repository when there is none (like --init)"},
+		{"SCALR_BACKUP_ON_FAILURE", "", "shell command (/bin/sh -c) run for each failed container, failed stage, stale container and failed drill; details in SCALR_BACKUP_EVENT, _CONTAINER, _ERROR, _HOST, _TIME, _LAST_SUCCESS, _STAGE"},
+		{"SCALR_BACKUP_ON_SUCCESS", "", "shell command run after a pass in which everything succeeded"},
+		{"SCALR_BACKUP_HOOK_TIMEOUT", "2m", "longest a hook command may run"},
+		{"SCALR_BACKUP_WEBHOOK_URL", "", "URL that gets a JSON POST per failure: event, host, container, stage, error, time, last_success; retried with backoff on errors and 5xx"},
+		{"SCALR_BACKUP_WEBHOOK_ON_SUCCESS", "false", "also POST once per successful pass"},
+		{"SCALR_BACKUP_WEBHOOK_TIMEOUT", "10s", "timeout of one webhook or healthcheck request"},
+		{"SCALR_BACKUP_HEALTHCHECK_URL", "", "healthchecks.io-style ping URL: URL/start when a pass starts, URL when it succeeded, URL/fail when it failed"},
+		{"SCALR_BACKUP_STALE_AFTER", "26h", "dead-man threshold: alert for a container whose newest backup is older (Go duration, or days like 2d)"},
+		{"SCALR_BACKUP_METRICS_ADDR", DefaultMetricsAddr, "daemon: address of /metrics and /healthz; off disables"},
+		{"SCALR_BACKUP_TEXTFILE", "", "run: write metrics there for node_exporter's textfile collector (atomically)"},
+		{"SCALR_BACKUP_LOG_FORMAT", "auto", "auto (text on a terminal, JSON otherwise), json or text"},
+	}
+}
+
+// LoadConfig reads the configuration from the environment through getenv
+// and checks all of it; the error lists every bad variable. Values that
+// may hold a secret (URLs, commands) are never repeated in errors.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	get := func(k string) string { return strings.TrimSpace(getenv(k)) }
+	c := Config{
+		Schedule:       DefaultSchedule,
+		DrillSchedule:  DefaultDrillSchedule,
+		Policy:         DefaultPolicy(),
+		TargetTimeout:  DefaultTargetTimeout,
+		RetryLock:      DefaultRetryLock,
+		HookTimeout:    DefaultHookTimeout,
+		WebhookTimeout: DefaultWebhookTimeout,
+		StaleAfter:     DefaultStaleAfter,
+		MetricsAddr:    DefaultMetricsAddr,
+		LogFormat:      "auto",
+	}
+	var errs []error
+	bad := func(k, v, why string) { errs = append(errs, fmt.Errorf("%s=%q: %s", k, v, why)) }
+	badSecret := func(k, why string) { errs = append(errs, fmt.Errorf("%s: %s", k, why)) }
+
+	if v := get("SCALR_BACKUP_SCHEDULE"); v != "" {
+		c.Schedule = v
+	}
+	if _, err := ParseSchedule(c.Schedule); err != nil {
+		bad("SCALR_BACKUP_SCHEDULE", c.Schedule, err.Error())
+	}
+	if v := get("SCALR_BACKUP_DRILL_SCHEDULE"); v != "" {
+		c.DrillSchedule = v
+		if isOff(v) {
+			c.DrillSchedule = ""
+		}
+	}
+	if c.DrillSchedule != "" {
+		if _, err := ParseSchedule(c.DrillSchedule); err != nil {
+			bad("SCALR_BACKUP_DRILL_SCHEDULE", c.DrillSchedule, err.Error())
+		}
+	}
+
+	for _, k := range []struct {
+		name string
+		dst  *int
+	}{
+		{"SCALR_BACKUP_KEEP_DAILY", &c.Policy.Daily},
+		{"SCALR_BACKUP_KEEP_WEEKLY", &c.Policy.Weekly},
+		{"SCALR_BACKUP_KEEP_MONTHLY", &c.Policy.Monthly},
+	} {
+		v := get(k.name)
+		if v == "" {
+			continue
+		}
+		n, err := parseKeep(v)
+		if err != nil {
+			bad(k.name, v, err.Error())
+			continue
+		}
+		*k.dst = n
+	}
+	if c.Policy.Empty() {
+		errs = append(errs, errors.New("SCALR_BACKUP_KEEP_DAILY, _WEEKLY and _MONTHLY are all 0: the retention policy would keep nothing"))
+	}
+
+	if v := get("SCALR_BACKUP_PATTERNS"); v != "" {
+		for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }) {
+			if _, err := path.Match(p, ""); err != nil {
+				bad("SCALR_BACKUP_PATTERNS", p, "not a valid name pattern: "+err.Error())
+				continue
+			}
+			c.Patterns = append(c.Patterns, p)
+		}
+	}
+	boolVar := func(k string, dst *bool) {
+		v := get(k)
+		if v == "" {
+			return
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad(k, v, "want true or false")
+			return
+		}
+		*dst = b
+	}
+	boolVar("SCALR_BACKUP_ALL_DATABASES", &c.AllDatabases)
+	boolVar("SCALR_BACKUP_ALLOW_EMPTY", &c.AllowEmpty)
+	boolVar("SCALR_BACKUP_INIT", &c.Init)
+	boolVar("SCALR_BACKUP_WEBHOOK_ON_SUCCESS", &c.WebhookOnSuccess)
+
+	c.Host = get("SCALR_BACKUP_HOST")
+	if c.Host == "" {
+		c.Host = get("RESTIC_HOST")
+	}
+	if c.Host == "" {
+		c.Host, _ = os.Hostname()
+	}
+	if strings.ContainsAny(c.Host, " \t\n") {
+		bad("SCALR_BACKUP_HOST", c.Host, "a host name has no white space")
+	}
+
+	durVar := func(k string, dst *time.Duration, zeroOK bool) {
+		v := get(k)
+		if v == "" {
+			return
+		}
+		d, err := ParseDuration(v)
+		if err != nil {
+			bad(k, v, err.Error())
+			return
+		}
+		if d < 0 || (d == 0 && !zeroOK) {
+			bad(k, v, "want a positive duration")
+			return
+		}
+		*dst = d
+	}
+	durVar("SCALR_BACKUP_TARGET_TIMEOUT", &c.TargetTimeout, true)
+	durVar("SCALR_BACKUP_RETRY_LOCK", &c.RetryLock, true)
+	durVar("SCALR_BACKUP_HOOK_TIMEOUT", &c.HookTimeout, false)
+	durVar("SCALR_BACKUP_WEBHOOK_TIMEOUT", &c.WebhookTimeout, false)
+	durVar("SCALR_BACKUP_STALE_AFTER", &c.StaleAfter, false)
+
+	c.OnFailure = getenv("SCALR_BACKUP_ON_FAILURE")
+	c.OnSuccess = getenv("SCALR_BACKUP_ON_SUCCESS")
+	if strings.TrimSpace(c.OnFailure) == "" {
+		c.OnFailure = ""
+	}
+	if strings.TrimSpace(c.OnSuccess) == "" {
+		c.OnSuccess = ""
+	}
+
+	urlVar := func(k string, dst *string) {
+		v := get(k)
+		if v == "" {
+			return
+		}
+		if err := checkURL(v); err != nil {
+			badSecret(k, err.Error())
+			return
+		}
+		*dst = v
+	}
+	urlVar("SCALR_BACKUP_WEBHOOK_URL", &c.WebhookURL)
+	urlVar("SCALR_BACKUP_HEALTHCHECK_URL", &c.HealthcheckURL)
+
+	if v := get("SCALR_BACKUP_METRICS_ADDR"); v != "" {
+		if isOff(v) {
+			c.MetricsAddr = ""
+		} else if _, port, err := net.SplitHostPort(v); err != nil {
+			bad("SCALR_BACKUP_METRICS_ADDR", v, "want host:port, like 127.0.0.1:9187, or off")
+		} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+			bad("SCALR_BACKUP_METRICS_ADDR", v, "bad port")
+		} else {
+			c.MetricsAddr = v
+		}
+	}
+	if v := get("SCALR_BACKUP_TEXTFILE"); v != "" {
+		if !strings.HasSuffix(v, ".prom") {
+			bad("SCALR_BACKUP_TEXTFILE", v, "node_exporter's textfile collector reads only files ending in .prom")
+		} else {
+			c.Textfile = v
+		}
+	}
+	if v := get("SCALR_BACKUP_LOG_FORMAT"); v != "" {
+		switch strings.ToLower(v) {
+		case "auto", "json", "text":
+			c.LogFormat = strings.ToLower(v)
+		default:
+			bad("SCALR_BACKUP_LOG_FORMAT", v, "want auto, json or text")
+		}
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("configuration: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+// PassOptions returns the options of a pass as c configures them; the
+// caller adds the Discoverer and BackupFunc.
+func (c Config) PassOptions() PassOptions {
+	return PassOptions{
+		Policy: c.Policy, Host: c.Host, AllowEmpty: c.AllowEmpty,
+		TargetTimeout: c.TargetTimeout, RemoveStaleLocks: true,
+	}
+}
+
+// Alerter returns an Alerter as c configures it.
+func (c Config) Alerter() *Alerter {
+	return &Alerter{
+		Host: c.Host, OnFailure: c.OnFailure, OnSuccess: c.OnSuccess, HookTimeout: c.HookTimeout,
+		WebhookURL: c.WebhookURL, WebhookOnSuccess: c.WebhookOnSuccess, WebhookTimeout: c.WebhookTimeout,
+		HealthcheckURL: c.HealthcheckURL,
+	}
+}
+
+func isOff(v string) bool {
+	switch strings.ToLower(v) {
+	case "off", "none", "false", "disabled", "0":
+		return true
+	}
+	return false
+}
+
+// parseKeep reads a count: a number from 0, or unlimited (-1 as restic 0.14
+// wrote it works too).
+func parseKeep(v string) (int, error) {
+	if v == "unlimited" {
+		return -1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < -1 {
+		return 0, errors.New("want a count (0 or more) or unlimited")
+	}
+	return n, nil
+}
+
+// ParseDuration reads a Go duration (26h, 90m) or whole days (2d).
+func ParseDuration(v string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil {
+			return 0, errors.New("want a duration like 26h, 90m or 2d")
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New("want a duration like 26h, 90m or 2d")
+	}
+	return d, nil
+}
+
+// checkURL accepts absolute http and https URLs. The error does not repeat
+// the URL: it may carry a token.
+func checkURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("not a valid URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return errors.New("want an http:// or https:// URL")
+	}
+	if u.Host == "" {
+		return errors.New("the URL has no host")
+	}
+	return nil
+}
+
+// ParseSchedule reads a cron spec: five fields (minute hour day-of-month
+// month day-of-week), or six with seconds first, or a descriptor (@daily,
+// @hourly, @every 1h30m), optionally after CRON_TZ=Zone. Without CRON_TZ the
+// spec is read in the daemon's zone, UTC.
+func ParseSchedule(spec string) (cron.Schedule, error) {
+	p := cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+	s, err := p.Parse(spec)
+	if err != nil {
+		return nil, fmt.Errorf("not a cron schedule: %v", err)
+	}
+	if next := s.Next(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)); next.IsZero() {
+		return nil, errors.New("this schedule never fires")
+	}
+	return s, nil
+}

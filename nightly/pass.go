@@ -1,0 +1,655 @@
+package nightly
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+	"github.com/scalr-platform/scalr-backup/backend/open"
+	"github.com/scalr-platform/scalr-backup/repo"
+)
+
+// Target is one thing a pass backs up: a container.
+type Target struct {
+	// Name is the container's name. Its backups are the snapshots tagged
+	// Name whose paths are ["/Name"] (see ContainerOf).
+	Name string
+	// Detail is handed back untouched to BackupFunc and DrillFunc: the
+	// Discoverer keeps there whatever they need (the pgstream wiring keeps
+	// its pgstream.Target).
+	Detail any
+}
+
+// Discoverer finds the targets of a pass.
+type Discoverer interface {
+	Discover(ctx context.Context) ([]Target, error)
+}
+
+// DiscoverFunc is a function that is a Discoverer.
+type DiscoverFunc func(ctx context.Context) ([]Target, error)
+
+// Discover calls f.
+func (f DiscoverFunc) Discover(ctx context.Context) ([]Target, error) { return f(ctx) }
+
+// BackupFunc backs up one target into r as one snapshot tagged t.Name with
+// paths ["/NAME"]. It must write no snapshot when it fails, and it must
+// return when ctx ends (the repository's stream backup does, and removes
+// its lock on the way out).
+type BackupFunc func(ctx context.Context, r *repo.Repository, t Target) (BackupResult, error)
+
+// BackupResult is what a BackupFunc reports about a finished backup.
+type BackupResult struct {
+	SnapshotID repo.ID
+	// BytesRead is the plaintext read from the target (the dumps' size).
+	BytesRead uint64
+	// BytesAdded is the plaintext of the blobs that were new to the
+	// repository, BytesStored what they take there (compressed, sealed).
+	BytesAdded  uint64
+	BytesStored uint64
+}
+
+// DrillFunc proves that the latest backup of t restores. A nil error means
+// the drill passed.
+type DrillFunc func(ctx context.Context, r *repo.Repository, t Target) (DrillResult, error)
+
+// DrillResult is what a DrillFunc reports.
+type DrillResult struct {
+	// Snapshot is the ID of the backup that was restored.
+	Snapshot string
+	// RecordID is the snapshot holding the drill's record, if one was
+	// saved.
+	RecordID repo.ID
+}
+
+// Status is a target's outcome in a pass.
+type Status string
+
+// Target outcomes.
+const (
+	StatusOK      Status = "ok"
+	StatusFailed  Status = "failed"
+	StatusSkipped Status = "skipped" // not started: the pass was cancelled
+)
+
+// DefaultPolicy is the ADR's retention: 30 daily, 4 weekly and 6 monthly
+// snapshots per container.
+func DefaultPolicy() repo.ExpirePolicy { return repo.ExpirePolicy{Daily: 30, Weekly: 4, Monthly: 6} }
+
+// ErrNoTargets fails a pass that found nothing to back up (unless
+// PassOptions.AllowEmpty): on a host that runs the platform there is always
+// at least the auth database, so an empty discovery means the patterns or
+// the Docker access are wrong.
+var ErrNoTargets = errors.New("no container to back up was found")
+
+// PassOptions configure one pass.
+type PassOptions struct {
+	Discoverer Discoverer
+	Backup     BackupFunc
+	// Policy is the retention policy per container (zero: DefaultPolicy()).
+	Policy repo.ExpirePolicy
+	// Host limits forget and the inventory to the snapshots of this host
+	// name, which BackupFunc should record; "" looks at every host.
+	Host string
+	// AllowEmpty makes a discovery that finds nothing a success.
+	AllowEmpty bool
+	// TargetTimeout bounds one target's backup (0: no limit).
+	TargetTimeout time.Duration
+	// SkipForget and SkipPrune leave out the retention steps.
+	SkipForget, SkipPrune bool
+	// Prune tunes the prune (zero: restic's defaults).
+	Prune repo.PruneOptions
+	// RemoveStaleLocks removes, before anything else, locks that have not
+	// been refreshed for StaleLockAge (default 1 hour): a live holder
+	// refreshes its lock every 5 minutes, so such a lock was left by a
+	// process that was killed hard, and would block every later forget and
+	// prune (or, left by a prune, every backup). Unlike restic's `unlock`
+	// this never trusts a host name and process ID, which a container
+	// re-uses (PID 1, a fixed hostname) and which several hosts sharing a
+	// repository may share.
+	RemoveStaleLocks bool
+	StaleLockAge     time.Duration
+	// Counting is where the storage requests are counted; nil looks for
+	// one under r.Backend() (see CountingOf).
+	Counting *backend.Counting
+	// Now is the clock for timestamps, the retention policy and the age of
+	// locks (nil: time.Now).
+	Now func() time.Time
+	// Logger receives progress (nil: none).
+	Logger *slog.Logger
+}
+
+// TargetReport is one target's row of a Report.
+type TargetReport struct {
+	Name        string        `json:"container"`
+	Status      Status        `json:"status"`
+	Started     time.Time     `json:"started"`
+	Duration    time.Duration `json:"-"`
+	BytesRead   uint64        `json:"bytes_read"`
+	BytesAdded  uint64        `json:"bytes_added"`
+	BytesStored uint64        `json:"bytes_stored"`
+	SnapshotID  string        `json:"snapshot_id,omitempty"`
+	Error       string        `json:"error,omitempty"`
+	// Err is the error behind Error (nil when OK).
+	Err error `json:"-"`
+}
+
+// MarshalJSON adds duration_seconds.
+func (t TargetReport) MarshalJSON() ([]byte, error) {
+	type plain TargetReport
+	return json.Marshal(struct {
+		plain
+		Seconds float64 `json:"duration_seconds"`
+	}{plain(t), t.Duration.Seconds()})
+}
+
+// StageError is a failure of the pass itself, outside any one target.
+type StageError struct {
+	// Stage is one of open, discover, forget, prune, pass.
+	Stage string
+	Err   error
+}
+
+func (e *StageError) Error() string { return e.Stage + ": " + e.Err.Error() }
+func (e *StageError) Unwrap() error { return e.Err }
+
+// MarshalJSON writes {"stage": ..., "error": ...}.
+func (e *StageError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"stage": e.Stage, "error": e.Err.Error()})
+}
+
+// ForgetGroupReport is one container's retention decision.
+type ForgetGroupReport struct {
+	Container string   `json:"container"`
+	Host      string   `json:"host"`
+	Kept      int      `json:"kept"`
+	Removed   []string `json:"removed,omitempty"`
+}
+
+// ForgetReport is the retention step's outcome.
+type ForgetReport struct {
+	Policy  string              `json:"policy"`
+	Groups  []ForgetGroupReport `json:"groups"`
+	Removed int                 `json:"removed"`
+}
+
+// ContainerState is what the repository holds for one container after the
+// pass.
+type ContainerState struct {
+	Container string `json:"container"`
+	// Snapshots counts its backups; Newest is the newest one's time.
+	Snapshots int       `json:"snapshots"`
+	Newest    time.Time `json:"newest"`
+	NewestID  string    `json:"newest_id,omitempty"`
+	// LastDrill is the newest drill record's time (zero: none) and
+	// LastDrillPassed its outcome.
+	LastDrill       time.Time `json:"last_drill,omitzero"`
+	LastDrillPassed bool      `json:"last_drill_passed"`
+}
+
+// Report is the outcome of one pass.
+type Report struct {
+	Host      string           `json:"host"`
+	Started   time.Time        `json:"started"`
+	Finished  time.Time        `json:"finished"`
+	Duration  time.Duration    `json:"-"`
+	Targets   []TargetReport   `json:"targets"`
+	Forget    *ForgetReport    `json:"forget,omitempty"`
+	Prune     *repo.PruneStats `json:"prune,omitempty"`
+	Errors    []*StageError    `json:"errors,omitempty"`
+	Cancelled bool             `json:"cancelled,omitempty"`
+	// Inventory is every container with backups in the repository (of
+	// Host), after forget, sorted by name. It is empty when the repository
+	// could not be listed.
+	Inventory []ContainerState `json:"inventory"`
+	// Requests are the storage requests the pass made.
+	Requests backend.Counts `json:"requests"`
+}
+
+// MarshalJSON adds ok and duration_seconds.
+func (r *Report) MarshalJSON() ([]byte, error) {
+	type plain Report
+	return json.Marshal(struct {
+		*plain
+		OK      bool    `json:"ok"`
+		Seconds float64 `json:"duration_seconds"`
+	}{(*plain)(r), r.OK(), r.Duration.Seconds()})
+}
+
+// OK reports whether everything succeeded: every target was backed up,
+// and opening, discovery, forget and prune went through.
+func (r *Report) OK() bool {
+	if r.Cancelled || len(r.Errors) > 0 {
+		return false
+	}
+	for _, t := range r.Targets {
+		if t.Status != StatusOK {
+			return false
+		}
+	}
+	return true
+}
+
+// Failed returns the targets that did not succeed.
+func (r *Report) Failed() []TargetReport {
+	var out []TargetReport
+	for _, t := range r.Targets {
+		if t.Status != StatusOK {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Err summarizes what went wrong, nil when OK. It wraps the stage errors
+// (so errors.Is finds, say, backend.ErrNoRepository behind a failed open)
+// and the targets' errors.
+func (r *Report) Err() error {
+	if r.OK() {
+		return nil
+	}
+	var errs []error
+	for _, e := range r.Errors {
+		errs = append(errs, e)
+	}
+	failed := r.Failed()
+	if len(failed) > 0 {
+		names := make([]string, len(failed))
+		for i, t := range failed {
+			names[i] = t.Name
+		}
+		errs = append(errs, fmt.Errorf("%d of %d container backups failed: %s", len(failed), len(r.Targets), strings.Join(names, ", ")))
+	}
+	if r.Cancelled && len(errs) == 0 {
+		errs = append(errs, context.Canceled)
+	}
+	return errors.Join(errs...)
+}
+
+// State returns the inventory entry of a container, or nil.
+func (r *Report) State(container string) *ContainerState {
+	for i := range r.Inventory {
+		if r.Inventory[i].Container == container {
+			return &r.Inventory[i]
+		}
+	}
+	return nil
+}
+
+func (r *Report) fail(stage string, err error) {
+	r.Errors = append(r.Errors, &StageError{Stage: stage, Err: err})
+}
+
+// Pass runs one full pass on r: discover, back up every target (one
+// failing target never stops the others), forget by the policy over the
+// container backups only, prune. It never returns nil; everything that went
+// wrong is in the report. When ctx ends, the running backup is abandoned
+// (it writes no snapshot and removes its lock), the targets not yet started
+// are marked skipped, and forget and prune do not start.
+func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	policy := o.Policy
+	if policy.Empty() {
+		policy = DefaultPolicy()
+	}
+	counting := o.Counting
+	if counting == nil {
+		counting = CountingOf(r.Backend())
+	}
+	var before backend.Counts
+	if counting != nil {
+		before = counting.Snapshot()
+	}
+	start := time.Now()
+	rep := &Report{Host: o.Host, Started: now().UTC(), Targets: []TargetReport{}, Inventory: []ContainerState{}}
+	defer func() {
+		rep.Finished = now().UTC()
+		rep.Duration = time.Since(start)
+		if counting != nil {
+			rep.Requests = countsDelta(before, counting.Snapshot())
+		}
+		if ctx.Err() != nil {
+			rep.Cancelled = true
+		}
+	}()
+
+	if o.RemoveStaleLocks {
+		removeAbandonedLocks(ctx, r, o.StaleLockAge, now(), log)
+	}
+
+	var targets []Target
+	if o.Discoverer == nil || o.Backup == nil {
+		rep.fail("discover", errors.New("nightly: PassOptions needs a Discoverer and a BackupFunc"))
+	} else {
+		var err error
+		targets, err = o.Discoverer.Discover(ctx)
+		switch {
+		case err != nil:
+			rep.fail("discover", err)
+			log.Error("discovery failed", "error", err)
+		case len(targets) == 0 && !o.AllowEmpty:
+			rep.fail("discover", ErrNoTargets)
+			log.Error("discovery found no container to back up")
+		default:
+			names := make([]string, len(targets))
+			for i, t := range targets {
+				names[i] = t.Name
+			}
+			log.Info("discovered containers", "count", len(targets), "containers", names)
+		}
+	}
+
+	seen := map[string]bool{}
+	for _, t := range targets {
+		tr := TargetReport{Name: t.Name, Started: now().UTC()}
+		switch {
+		case ctx.Err() != nil:
+			tr.Status, tr.Err = StatusSkipped, fmt.Errorf("not started: %w", ctx.Err())
+		case t.Name == "" || strings.Contains(t.Name, "/"):
+			tr.Status, tr.Err = StatusFailed, fmt.Errorf("invalid container name %q", t.Name)
+		case seen[t.Name]:
+			tr.Status, tr.Err = StatusFailed, fmt.Errorf("container %s discovered twice", t.Name)
+		default:
+			seen[t.Name] = true
+			log.Info("backing up", "container", t.Name)
+			t0 := time.Now()
+			res, err := runBackup(ctx, r, t, o.Backup, o.TargetTimeout)
+			tr.Duration = time.Since(t0)
+			if err != nil {
+				tr.Status, tr.Err = StatusFailed, err
+			} else {
+				tr.Status = StatusOK
+				tr.SnapshotID = res.SnapshotID.String()
+				tr.BytesRead, tr.BytesAdded, tr.BytesStored = res.BytesRead, res.BytesAdded, res.BytesStored
+			}
+		}
+		if tr.Err != nil {
+			tr.Error = tr.Err.Error()
+		}
+		switch tr.Status {
+		case StatusOK:
+			log.Info("backup done", "container", t.Name, "snapshot", tr.SnapshotID[:8],
+				"duration", tr.Duration.Round(time.Millisecond).String(), "bytes_read", tr.BytesRead, "bytes_added", tr.BytesAdded)
+		case StatusFailed:
+			log.Error("backup failed", "container", t.Name, "duration", tr.Duration.Round(time.Millisecond).String(), "error", tr.Error)
+		}
+		rep.Targets = append(rep.Targets, tr)
+	}
+
+	var snaps []*repo.Snapshot
+	listed := false
+	if ctx.Err() == nil && !o.SkipForget {
+		fr, remaining, err := forgetContainers(ctx, r, policy, o.Host, now(), log)
+		if err != nil {
+			rep.fail("forget", err)
+			log.Error("forget failed", "error", err)
+		} else {
+			rep.Forget = fr
+			snaps, listed = remaining, true
+			log.Info("forget done", "policy", fr.Policy, "removed", fr.Removed)
+		}
+	}
+	if ctx.Err() == nil && !o.SkipPrune {
+		po := o.Prune
+		if po.Progress == nil {
+			po.Progress = func(msg string) { log.Debug("prune: " + msg) }
+		}
+		st, err := r.Prune(ctx, po)
+		if err != nil {
+			rep.fail("prune", err)
+			log.Error("prune failed", "error", err)
+		} else {
+			rep.Prune = st
+			log.Info("prune done", "packs_removed", st.PacksRemove+st.PacksUnreferenced, "packs_repacked", st.PacksRepack, "bytes_freed", st.RemoveSize+st.UnreferencedSize)
+		}
+	}
+	if !listed && ctx.Err() == nil {
+		all, err := r.ListSnapshots(ctx)
+		if err != nil {
+			log.Warn("listing snapshots for the inventory failed", "error", err)
+		} else {
+			snaps, listed = all, true
+		}
+	}
+	if listed {
+		rep.Inventory = Inventory(snaps, o.Host)
+	}
+	if ctx.Err() != nil {
+		log.Warn("pass cancelled", "error", ctx.Err())
+	}
+	return rep
+}
+
+// DefaultStaleLockAge is how old a lock must be before a pass removes it.
+const DefaultStaleLockAge = time.Hour
+
+// removeAbandonedLocks removes the locks not refreshed for age at now.
+func removeAbandonedLocks(ctx context.Context, r *repo.Repository, age time.Duration, now time.Time, log *slog.Logger) {
+	if age <= 0 {
+		age = DefaultStaleLockAge
+	}
+	locks, err := r.ListLocks(ctx)
+	if err != nil {
+		log.Warn("listing locks failed", "error", err)
+		return
+	}
+	for _, li := range locks {
+		if now.Sub(li.Time) <= age {
+			continue
+		}
+		h := backend.Handle{Type: backend.LockFile, Name: li.ID.String()}
+		if err := r.Backend().Remove(ctx, h); err != nil && !errors.Is(err, backend.ErrNotExist) {
+			log.Warn("removing an abandoned lock failed", "lock", li.ID.Str(), "error", err)
+			continue
+		}
+		log.Warn("removed an abandoned lock (not refreshed for over "+age.String()+")",
+			"lock", li.ID.Str(), "exclusive", li.Exclusive, "lock_host", li.Hostname, "pid", li.PID,
+			"created", li.Time.UTC().Format(time.RFC3339))
+	}
+}
+
+// runBackup runs one target's backup with its own timeout and turns a panic
+// into an error, so that one target can never take the pass down.
+func runBackup(ctx context.Context, r *repo.Repository, t Target, fn BackupFunc, timeout time.Duration) (res BackupResult, err error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, timeout, fmt.Errorf("backup of %s took longer than %s", t.Name, timeout))
+		defer cancel()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("backup of %s panicked: %v\n%s", t.Name, p, debug.Stack())
+		}
+	}()
+	res, err = fn(ctx, r, t)
+	if err != nil {
+		if c := context.Cause(ctx); c != nil && ctx.Err() != nil && !errors.Is(err, c) {
+			err = fmt.Errorf("%w (%v)", err, c)
+		}
+		return res, err
+	}
+	if res.SnapshotID.IsNull() {
+		return res, fmt.Errorf("backup of %s returned no snapshot ID", t.Name)
+	}
+	return res, nil
+}
+
+// forgetContainers applies policy to the container backups (ContainerOf) of
+// host ("" for all hosts), grouped by host and paths as restic's default
+// does, so that no two containers ever share a group; drill records and any
+// other snapshot are left alone. The decision is restic's (repo.ApplyPolicyAt);
+// the removal takes an exclusive lock. It returns the snapshots left.
+func forgetContainers(ctx context.Context, r *repo.Repository, policy repo.ExpirePolicy, host string, now time.Time, log *slog.Logger) (*ForgetReport, []*repo.Snapshot, error) {
+	all, err := r.ListSnapshots(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var sel []*repo.Snapshot
+	for _, sn := range all {
+		if _, ok := ContainerOf(sn); ok && (host == "" || sn.Hostname == host) {
+			sel = append(sel, sn)
+		}
+	}
+	groups, err := repo.GroupSnapshots(sel, repo.DefaultGroupBy)
+	if err != nil {
+		return nil, nil, err
+	}
+	fr := &ForgetReport{Policy: policy.String(), Groups: []ForgetGroupReport{}}
+	var ids []repo.ID
+	for _, g := range groups {
+		keep, remove, _ := repo.ApplyPolicyAt(g.Snapshots, policy, now)
+		if len(keep) == 0 {
+			return nil, nil, &repo.ForgetGroupError{Key: g.Key}
+		}
+		name, _ := ContainerOf(g.Snapshots[0])
+		gr := ForgetGroupReport{Container: name, Host: g.Key.Hostname, Kept: len(keep)}
+		for _, sn := range remove {
+			gr.Removed = append(gr.Removed, sn.ID.String())
+			ids = append(ids, sn.ID)
+		}
+		if len(remove) > 0 {
+			log.Info("forgetting snapshots", "container", name, "host", g.Key.Hostname, "kept", len(keep), "removed", len(remove))
+		}
+		fr.Groups = append(fr.Groups, gr)
+	}
+	removed := map[repo.ID]bool{}
+	if len(ids) > 0 {
+		done, err := r.RemoveSnapshots(ctx, ids)
+		for _, id := range done {
+			removed[id] = true
+		}
+		fr.Removed = len(done)
+		if err != nil {
+			return fr, nil, err
+		}
+	}
+	left := make([]*repo.Snapshot, 0, len(all))
+	for _, sn := range all {
+		if !removed[sn.ID] {
+			left = append(left, sn)
+		}
+	}
+	return fr, left, nil
+}
+
+// Drill record tags, as pgstream writes them: every record has DrillTag and
+// the container's name, plus DrillPassedTag or DrillFailedTag; its path is
+// /drill/CONTAINER.json.
+const (
+	DrillTag       = "drill"
+	DrillPassedTag = "drill-passed"
+	DrillFailedTag = "drill-failed"
+)
+
+// ContainerOf reports whether sn is a container backup and of which
+// container: its only path is "/NAME" (one path element), it is tagged
+// NAME, and it is not a drill record.
+func ContainerOf(sn *repo.Snapshot) (string, bool) {
+	if len(sn.Paths) != 1 || sn.HasTag(DrillTag) {
+		return "", false
+	}
+	name, ok := strings.CutPrefix(sn.Paths[0], "/")
+	if !ok || name == "" || strings.Contains(name, "/") || !sn.HasTag(name) {
+		return "", false
+	}
+	return name, true
+}
+
+// drillOf reports whether sn is a drill record and of which container.
+func drillOf(sn *repo.Snapshot) (name string, passed, ok bool) {
+	if len(sn.Paths) != 1 || !sn.HasTag(DrillTag) {
+		return "", false, false
+	}
+	rest, ok1 := strings.CutPrefix(sn.Paths[0], "/drill/")
+	name, ok2 := strings.CutSuffix(rest, ".json")
+	if !ok1 || !ok2 || name == "" || strings.Contains(name, "/") || !sn.HasTag(name) {
+		return "", false, false
+	}
+	return name, sn.HasTag(DrillPassedTag), true
+}
+
+// Inventory summarizes the container backups and drill records of host ("":
+// every host) in snaps, by container, sorted by name.
+func Inventory(snaps []*repo.Snapshot, host string) []ContainerState {
+	by := map[string]*ContainerState{}
+	get := func(name string) *ContainerState {
+		st, ok := by[name]
+		if !ok {
+			st = &ContainerState{Container: name}
+			by[name] = st
+		}
+		return st
+	}
+	for _, sn := range snaps {
+		if host != "" && sn.Hostname != host {
+			continue
+		}
+		if name, ok := ContainerOf(sn); ok {
+			st := get(name)
+			st.Snapshots++
+			if sn.Time.After(st.Newest) {
+				st.Newest, st.NewestID = sn.Time, sn.ID.String()
+			}
+			continue
+		}
+		if name, passed, ok := drillOf(sn); ok {
+			st := get(name)
+			if sn.Time.After(st.LastDrill) {
+				st.LastDrill, st.LastDrillPassed = sn.Time, passed
+			}
+		}
+	}
+	out := make([]ContainerState, 0, len(by))
+	for _, st := range by {
+		out = append(out, *st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Container < out[j].Container })
+	return out
+}
+
+// CountingOf finds the request counter in a backend stack: the backend
+// itself, the Counts of an open.Opened, or below any decorator with an
+// Unwrap method. It returns nil when there is none.
+func CountingOf(be backend.Backend) *backend.Counting {
+	for i := 0; be != nil && i < 16; i++ {
+		switch v := be.(type) {
+		case *backend.Counting:
+			return v
+		case *open.Opened:
+			if v.Counts != nil {
+				return v.Counts
+			}
+			be = v.Backend
+			continue
+		}
+		u, ok := be.(interface{ Unwrap() backend.Backend })
+		if !ok {
+			return nil
+		}
+		be = u.Unwrap()
+	}
+	return nil
+}
+
+func countsDelta(a, b backend.Counts) backend.Counts {
+	return backend.Counts{
+		Saves: b.Saves - a.Saves, Loads: b.Loads - a.Loads, Stats: b.Stats - a.Stats,
+		Lists: b.Lists - a.Lists, ListPages: b.ListPages - a.ListPages, Removes: b.Removes - a.Removes,
+		Errors: b.Errors - a.Errors, Retries: b.Retries - a.Retries,
+		BytesUp: b.BytesUp - a.BytesUp, BytesDown: b.BytesDown - a.BytesDown,
+	}
+}
