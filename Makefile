@@ -7,7 +7,7 @@
 
 GO ?= go
 
-.PHONY: build lint test unit bench
+.PHONY: build lint test unit demo bench
 
 build:
 	$(GO) build ./...
@@ -22,7 +22,7 @@ lint:
 
 test:
 	bash scripts/test-setup.sh
-	SCALR_BACKUP_REQUIRE_INTEGRATION=1 $(GO) test -count=1 -timeout 40m ./...
+	SCALR_BACKUP_REQUIRE_INTEGRATION=1 $(GO) test -p 1 -count=1 -timeout 40m ./...
 	bash scripts/fuzz-short.sh
 	$(MAKE) lint
 
@@ -33,3 +33,10 @@ unit:
 # latency), then the per-stage Go benchmarks; see scripts/bench.sh.
 bench:
 	GO=$(GO) bash scripts/bench.sh
+
+# The main job end to end on this machine: a private Docker engine with two
+# scalr-*-db containers, an S3 server on loopback, the nightly pass, a
+# damaged database restored, a drill; everything cleaned up afterwards.
+demo:
+	bash scripts/test-setup.sh
+	SCALR_BACKUP_DEMO=1 $(GO) test -count=1 -timeout 30m -run '^TestDemo$$' -v ./internal/demo
