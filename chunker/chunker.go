@@ -46,12 +46,17 @@ func NewPool(n int) *Pool {
 	if n < 1 {
 		n = 1
 	}
-	p := &Pool{free: make(chan []byte, n), size: MaxSize}
+	p := &Pool{free: make(chan []byte, n), size: bufSize}
 	for i := 0; i < n; i++ {
 		p.free <- nil
 	}
 	return p
 }
+
+// bufSize is a pooled buffer's starting capacity: most chunks are under
+// 2 MiB, and the chunker grows a buffer (append) for the few larger ones,
+// which Put then drops instead of keeping 8 MiB per slot.
+const bufSize = 2 << 20
 
 // Get waits for a free buffer or for ctx to end.
 func (p *Pool) Get(ctx context.Context) ([]byte, error) {
@@ -68,6 +73,9 @@ func (p *Pool) Get(ctx context.Context) ([]byte, error) {
 
 // Put returns a buffer obtained from Get.
 func (p *Pool) Put(b []byte) {
+	if cap(b) > p.size {
+		b = nil // reallocated at the pool's size by the next Get
+	}
 	select {
 	case p.free <- b[:0]:
 	default:

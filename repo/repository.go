@@ -244,7 +244,8 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 		zstd.WithEncoderLevel(level),
 		zstd.WithEncoderCRC(false),
 		zstd.WithWindowSize(512<<10),
-		zstd.WithEncoderConcurrency(1),
+		// One encoder per worker: with fewer, workers queue for one.
+		zstd.WithEncoderConcurrency(opts.Workers),
 		zstd.WithZeroFrames(true),
 	)
 	if err != nil {

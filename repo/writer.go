@@ -66,7 +66,7 @@ func (r *Repository) newWriter(ctx context.Context, idx *Index) *Writer {
 		inFlight:    map[BlobHandle]struct{}{},
 		packs:       map[BlobType]*packBuilder{},
 		uploadSlots: make(chan struct{}, r.opts.Uploaders),
-		freeBufs:    make(chan []byte, 2),
+		freeBufs:    make(chan []byte, 1),
 	}
 }
 
@@ -363,16 +363,23 @@ func (r *Repository) LoadBlob(ctx context.Context, h BlobHandle) ([]byte, error)
 // the repository's pool; putBuf gives it back. Blob buffers are the
 // backup's main garbage, and reusing them keeps the heap near its floor.
 func (r *Repository) getBuf(n int) []byte {
-	if v := r.bufs.Get(); v != nil {
-		if b := *(v.(*[]byte)); cap(b) >= n {
-			return b[:0]
-		}
+	if n > pooledBufSize {
+		// Chunks near the 8 MiB maximum are rare: not worth keeping.
+		return make([]byte, 0, n)
 	}
-	return make([]byte, 0, max(n, 64<<10))
+	if v := r.bufs.Get(); v != nil {
+		return (*(v.(*[]byte)))[:0]
+	}
+	return make([]byte, 0, pooledBufSize)
 }
 
+// pooledBufSize fits a typical chunk (about 1 MiB, mostly under 2 MiB)
+// after compression or sealing; every pooled buffer has exactly this
+// capacity, so the pool never fills up with ever larger buffers.
+const pooledBufSize = 2<<20 + 64<<10
+
 func (r *Repository) putBuf(b []byte) {
-	if cap(b) == 0 || cap(b) > 16<<20 {
+	if cap(b) != pooledBufSize {
 		return
 	}
 	b = b[:0]
