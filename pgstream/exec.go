@@ -164,6 +164,12 @@ func (p *proc) wait(ctx context.Context) error {
 	}
 	defer p.Close()
 	defer p.stopAfter()
+	if ctx.Err() != nil {
+		// Cancelled: the connection is closed, and the exit status of a
+		// command that may be blocked on the server is not worth waiting
+		// for (a shutdown must not hang on it).
+		return fmt.Errorf("%s in container %s: %w", p.tool, p.container, ctx.Err())
+	}
 	// The output ended; the exit code may be a moment behind.
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), exitPollTimeout)
 	defer cancel()
