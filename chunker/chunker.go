@@ -53,10 +53,11 @@ func NewPool(n int) *Pool {
 	return p
 }
 
-// bufSize is a pooled buffer's starting capacity: most chunks are under
-// 2 MiB, and the chunker grows a buffer (append) for the few larger ones,
-// which Put then drops instead of keeping 8 MiB per slot.
-const bufSize = 2 << 20
+// bufSize is a pooled buffer's capacity: the largest chunk, so the chunker
+// never grows a buffer. Starting smaller and growing for the larger chunks
+// saved 24 MiB of memory but cost a third more CPU on a deduplicating
+// backup (allocation and page faults), so the pool keeps full-size buffers.
+const bufSize = MaxSize
 
 // Get waits for a free buffer or for ctx to end.
 func (p *Pool) Get(ctx context.Context) ([]byte, error) {
