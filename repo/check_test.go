@@ -540,6 +540,24 @@ func chkRewriteIndex(t *testing.T, f *chkFixture, pack ID, edit func(blobs []Ind
 	t.Fatalf("pack %s in no index file", pack.Str())
 }
 
+// chkPackWithBlobs returns a data pack holding at least n blobs: how many a
+// pack gets depends on the chunk sizes, and so on the random polynomial.
+func chkPackWithBlobs(t *testing.T, f *chkFixture, n int) ID {
+	t.Helper()
+	idx, err := f.r.Index(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPack := idx.PackBlobs()
+	for _, p := range f.dataPacks {
+		if len(byPack[p]) >= n {
+			return p
+		}
+	}
+	t.Fatalf("no data pack with %d blobs", n)
+	return ID{}
+}
+
 func TestCheckIndexDisagreesWithHeader(t *testing.T) {
 	t.Run("uncompressed length", func(t *testing.T) {
 		f := chkSetup(t, 2, 1)
@@ -562,7 +580,7 @@ func TestCheckIndexDisagreesWithHeader(t *testing.T) {
 	})
 	t.Run("offset", func(t *testing.T) {
 		f := chkSetup(t, 2, 1)
-		pack := f.dataPacks[0]
+		pack := chkPackWithBlobs(t, f, 2)
 		var blob ID
 		chkRewriteIndex(t, f, pack, func(bs []IndexBlobJSON) {
 			bs[1].Offset += 3
