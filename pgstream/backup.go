@@ -205,6 +205,15 @@ func (b *backupRun) cleanup() {
 	b.cleanups = nil
 }
 
+// terminateBackends ends, on the server, the connections of an abandoned
+// dump (best effort, bounded: the backup has already failed).
+func (b *backupRun) terminateBackends(appName string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.ctx), 10*time.Second)
+	defer cancel()
+	sql := "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = " + quoteLiteral(appName) + ";"
+	_, _, _ = runPsql(ctx, b.d, b.t.Container, b.user, "postgres", strings.NewReader(sql), false)
+}
+
 // toolFailed adds to a tool's failure whether the container stopped.
 func (b *backupRun) toolFailed(err error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.ctx), 15*time.Second)
@@ -285,6 +294,8 @@ type dbDump struct {
 	sess *psqlSession
 	dump *proc
 	hc   *hashCounter
+	// done is set once pg_dump exited 0.
+	done bool
 }
 
 // The SQL run in the dump's snapshot.
@@ -373,13 +384,22 @@ func (dd *dbDump) open() (io.Reader, error) {
 		dd.entry.Tables = []TableCount{}
 	}
 
+	// A connection of its own name can be ended on the server if the
+	// backup is abandoned: a pg_dump blocked in the server (or on a pipe
+	// nobody reads) would otherwise hold its locks until its next write.
+	appName := "scalr-backup-dump-" + snap
 	cmd := append([]string{"pg_dump"}, dd.args...)
-	cmd = append(cmd, "--snapshot="+snap, "--no-password", "--username="+b.user, "--dbname="+conninfo(db, b.user))
+	cmd = append(cmd, "--snapshot="+snap, "--no-password", "--username="+b.user, "--dbname="+conninfoApp(db, b.user, appName))
 	dump, err := startProc(b.ctx, b.d, b.t.Container, execSpec{Cmd: cmd})
 	if err != nil {
 		return nil, b.toolFailed(err)
 	}
 	dd.dump = dump
+	b.onCleanup(func() {
+		if !dd.done {
+			b.terminateBackends(appName)
+		}
+	})
 	b.onCleanup(dump.Close)
 	dd.hc = newHashCounter()
 	return io.TeeReader(&procReader{b: b, p: dump}, dd.hc), nil
@@ -395,6 +415,7 @@ func (dd *dbDump) close() error {
 	if err := dd.dump.Wait(b.ctx); err != nil {
 		return b.toolFailed(err)
 	}
+	dd.done = true
 	dd.entry.Size, dd.entry.SHA256 = dd.hc.n, dd.hc.sum()
 	if _, err := dd.sess.Query(b.ctx, "COMMIT;"); err != nil {
 		return b.toolFailed(fmt.Errorf("ending the snapshot transaction: %w", err))

@@ -222,7 +222,7 @@ func TestBackupManifest(t *testing.T) {
 		t.Fatalf("pg_dump ran %d times", len(pg.dumpArgs))
 	}
 	args := pg.dumpArgs[0]
-	for _, want := range []string{"-Fc", "-Z0", "--snapshot=" + pg.snapshot, "--username=app", "--dbname=dbname='app' user='app' application_name='scalr-backup'"} {
+	for _, want := range []string{"-Fc", "-Z0", "--snapshot=" + pg.snapshot, "--username=app", "--dbname=dbname='app' user='app' application_name='scalr-backup-dump-" + pg.snapshot + "'"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("pg_dump args %q lack %q", args, want)
 		}

@@ -26,7 +26,11 @@ func quoteLiteral(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''
 // the default (local socket) host. Passing the database as a quoted
 // conninfo keeps a name holding '=' or starting with "postgres://" from
 // being taken for a connection string itself.
-func conninfo(db, user string) string {
+func conninfo(db, user string) string { return conninfoApp(db, user, "scalr-backup") }
+
+// conninfoApp is conninfo with its own application_name, which lets a
+// connection be found (and ended) in pg_stat_activity.
+func conninfoApp(db, user, app string) string {
 	q := func(v string) string {
 		return `'` + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + `'`
 	}
@@ -34,7 +38,7 @@ func conninfo(db, user string) string {
 	if user != "" {
 		s += " user=" + q(user)
 	}
-	return s + " application_name='scalr-backup'"
+	return s + " application_name=" + q(app)
 }
 
 // toolEnv is the environment given to psql: UTF-8 client encoding, so that
