@@ -294,12 +294,8 @@ func (d DataSubset) Select(packs map[ID]int64) []ID {
 	for _, i := range rand.Perm(len(all))[:n] {
 		out = append(out, all[i])
 	}
-	checkSortIDs(out)
+	sortIDs(out)
 	return out
-}
-
-func checkSortIDs(ids []ID) {
-	sort.Slice(ids, func(i, j int) bool { return bytes.Compare(ids[i][:], ids[j][:]) < 0 })
 }
 
 func checkSortedIDs[V any](m map[ID]V) []ID {
@@ -307,7 +303,7 @@ func checkSortedIDs[V any](m map[ID]V) []ID {
 	for id := range m {
 		out = append(out, id)
 	}
-	checkSortIDs(out)
+	sortIDs(out)
 	return out
 }
 
@@ -481,19 +477,10 @@ func checkProblemText(object string, err error) string {
 // reported and the others still load, then derives the per-pack view.
 func (c *checkRun) loadIndex(ctx context.Context) error {
 	c.progress(StageLoadIndex, string(StageLoadIndex), 0, 0)
-	var ids []ID
-	err := c.r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
-		id, err := ParseID(fi.Name)
-		if err != nil {
-			return nil
-		}
-		ids = append(ids, id)
-		return nil
-	})
+	ids, err := c.r.listIndexFiles(ctx)
 	if err != nil {
-		return fmt.Errorf("list index: %w", err)
+		return err
 	}
-	checkSortIDs(ids)
 	files := make([]*IndexJSON, len(ids))
 	pos := make(map[ID]int, len(ids))
 	for i, id := range ids {
@@ -501,13 +488,8 @@ func (c *checkRun) loadIndex(ctx context.Context) error {
 	}
 	var done int
 	err = forEachParallel(ctx, ids, 8, func(ctx context.Context, id ID) error {
-		plain, err := c.r.loadUnpacked(ctx, backend.IndexFile, id)
-		if err == nil {
-			var ij *IndexJSON
-			if ij, err = DecodeIndex(plain); err == nil {
-				files[pos[id]] = ij
-			}
-		}
+		ij, err := c.r.loadIndexFile(ctx, id)
+		files[pos[id]] = ij
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -548,7 +530,7 @@ func (c *checkRun) loadIndex(ctx context.Context) error {
 				inFiles[p.ID] = append(l, ids[i])
 			}
 			for _, b := range p.Blobs {
-				blob := Blob{BlobHandle: BlobHandle{ID: b.ID, Type: b.Type}, Offset: uint32(b.Offset), Length: uint32(b.Length), UncompressedLength: uint32(b.UncompressedLength)}
+				blob := b.Blob()
 				k := entryKey{p.ID, blob}
 				if seen[k] {
 					continue
@@ -664,7 +646,7 @@ func (c *checkRun) checkStructure(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list snapshots: %w", err)
 	}
-	checkSortIDs(ids)
+	sortIDs(ids)
 	c.rep.Snapshots = len(ids)
 	snaps := make([]*Snapshot, len(ids))
 	pos := make(map[ID]int, len(ids))

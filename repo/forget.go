@@ -701,10 +701,6 @@ func (r *Repository) removeSnapshotFiles(ctx context.Context, ids []ID) ([]ID, e
 	return removed, errors.Join(errs...)
 }
 
-func sortIDs(ids []ID) {
-	sort.Slice(ids, func(i, j int) bool { return bytes.Compare(ids[i][:], ids[j][:]) < 0 })
-}
-
 // RemoveSnapshots deletes the snapshot files of ids under an exclusive lock,
 // as `forget ID...` does, and returns the IDs deleted (or already gone),
 // sorted. It goes on after a failure and reports every failure.

@@ -1,10 +1,12 @@
 package repo
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 )
 
 // ID is the SHA-256 that names blobs and stored files.
@@ -59,3 +61,8 @@ func (id *ID) UnmarshalJSON(b []byte) error {
 // when nil: a file node's "content" is [] for an empty file and null for a
 // directory, as restic writes them.
 type IDs []ID
+
+// sortIDs orders ids bytewise (the order of their hex strings).
+func sortIDs(ids []ID) {
+	sort.Slice(ids, func(i, j int) bool { return bytes.Compare(ids[i][:], ids[j][:]) < 0 })
+}

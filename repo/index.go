@@ -63,6 +63,15 @@ type IndexBlobJSON struct {
 	UncompressedLength uint     `json:"uncompressed_length,omitempty"`
 }
 
+// Blob converts an index entry to the blob it describes.
+func (b IndexBlobJSON) Blob() Blob {
+	return Blob{BlobHandle: BlobHandle{ID: b.ID, Type: b.Type}, Offset: uint32(b.Offset), Length: uint32(b.Length), UncompressedLength: uint32(b.UncompressedLength)}
+}
+
+func indexBlobJSON(b Blob) IndexBlobJSON {
+	return IndexBlobJSON{ID: b.ID, Type: b.Type, Offset: uint(b.Offset), Length: uint(b.Length), UncompressedLength: uint(b.UncompressedLength)}
+}
+
 // DecodeIndex parses an index file's plaintext, in the current format or
 // the early one (a bare list of packs).
 func DecodeIndex(plain []byte) (*IndexJSON, error) {
@@ -116,7 +125,7 @@ func (idx *Index) addLocked(pack ID, blobs []Blob) {
 func (idx *Index) addStored(pack ID, blobs []Blob) {
 	p := IndexPackJSON{ID: pack, Blobs: make([]IndexBlobJSON, len(blobs))}
 	for i, b := range blobs {
-		p.Blobs[i] = IndexBlobJSON{ID: b.ID, Type: b.Type, Offset: uint(b.Offset), Length: uint(b.Length), UncompressedLength: uint(b.UncompressedLength)}
+		p.Blobs[i] = indexBlobJSON(b)
 	}
 	idx.mu.Lock()
 	defer idx.mu.Unlock()
@@ -131,7 +140,7 @@ func (idx *Index) addFile(id ID, ij *IndexJSON) {
 	for _, p := range ij.Packs {
 		blobs := make([]Blob, len(p.Blobs))
 		for i, b := range p.Blobs {
-			blobs[i] = Blob{BlobHandle: BlobHandle{ID: b.ID, Type: b.Type}, Offset: uint32(b.Offset), Length: uint32(b.Length), UncompressedLength: uint32(b.UncompressedLength)}
+			blobs[i] = b.Blob()
 		}
 		idx.addLocked(p.ID, blobs)
 	}
@@ -206,27 +215,15 @@ func (idx *Index) Files() []ID {
 func (r *Repository) Index(ctx context.Context) (*Index, error) {
 	r.idxOnce.Do(func() {
 		idx := NewIndex()
-		var names []string
-		err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
-			names = append(names, fi.Name)
-			return nil
-		})
+		ids, err := r.listIndexFiles(ctx)
 		if err != nil {
-			r.idxErr = fmt.Errorf("list index: %w", err)
+			r.idxErr = err
 			return
 		}
-		r.idxErr = forEachParallel(ctx, names, 8, func(ctx context.Context, name string) error {
-			id, err := ParseID(name)
+		r.idxErr = forEachParallel(ctx, ids, 8, func(ctx context.Context, id ID) error {
+			ij, err := r.loadIndexFile(ctx, id)
 			if err != nil {
 				return err
-			}
-			plain, err := r.loadUnpacked(ctx, backend.IndexFile, id)
-			if err != nil {
-				return err
-			}
-			ij, err := DecodeIndex(plain)
-			if err != nil {
-				return corrupt("index/"+name, "%w", err)
 			}
 			idx.addFile(id, ij)
 			return nil
@@ -234,6 +231,36 @@ func (r *Repository) Index(ctx context.Context) (*Index, error) {
 		r.idx = idx
 	})
 	return r.idx, r.idxErr
+}
+
+// listIndexFiles lists the index files, in ID order.
+func (r *Repository) listIndexFiles(ctx context.Context) ([]ID, error) {
+	var ids []ID
+	err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
+		if id, err := ParseID(fi.Name); err == nil {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list index: %w", err)
+	}
+	sortIDs(ids)
+	return ids, nil
+}
+
+// loadIndexFile loads, verifies and decodes one index file; a file that
+// does not decode is a CorruptError naming it.
+func (r *Repository) loadIndexFile(ctx context.Context, id ID) (*IndexJSON, error) {
+	plain, err := r.loadUnpacked(ctx, backend.IndexFile, id)
+	if err != nil {
+		return nil, err
+	}
+	ij, err := DecodeIndex(plain)
+	if err != nil {
+		return nil, corrupt("index/"+id.String(), "%w", err)
+	}
+	return ij, nil
 }
 
 // saveIndex writes every pack stored in this session but not yet indexed

@@ -106,36 +106,23 @@ type packUsage struct {
 // complete blob list of every indexed pack (duplicates included, which the
 // merged Index drops).
 func (r *Repository) loadIndexFiles(ctx context.Context) ([]ID, map[ID][]Blob, error) {
-	var names []string
-	if err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
-		names = append(names, fi.Name)
-		return nil
-	}); err != nil {
-		return nil, nil, fmt.Errorf("list index: %w", err)
+	files, err := r.listIndexFiles(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	files := make([]ID, 0, len(names))
 	packs := map[ID][]Blob{}
-	for _, name := range names {
-		id, err := ParseID(name)
+	for _, id := range files {
+		ij, err := r.loadIndexFile(ctx, id)
 		if err != nil {
 			return nil, nil, err
 		}
-		plain, err := r.loadUnpacked(ctx, backend.IndexFile, id)
-		if err != nil {
-			return nil, nil, err
-		}
-		ij, err := DecodeIndex(plain)
-		if err != nil {
-			return nil, nil, corrupt("index/"+name, "%w", err)
-		}
-		files = append(files, id)
 		for _, p := range ij.Packs {
 			if _, seen := packs[p.ID]; seen {
 				continue
 			}
 			bs := make([]Blob, len(p.Blobs))
 			for i, b := range p.Blobs {
-				bs[i] = Blob{BlobHandle: BlobHandle{ID: b.ID, Type: b.Type}, Offset: uint32(b.Offset), Length: uint32(b.Length), UncompressedLength: uint32(b.UncompressedLength)}
+				bs[i] = b.Blob()
 			}
 			sort.Slice(bs, func(i, j int) bool { return bs[i].Offset < bs[j].Offset })
 			packs[p.ID] = bs
