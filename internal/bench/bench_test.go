@@ -47,7 +47,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -205,11 +204,11 @@ func runChild(ctx context.Context, bin string, args, env []string, stdin io.Read
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
 	cmd.Stdin = stdin
-	outTail := &tailBuffer{max: 16 << 10}
+	outTail := &testenv.TailBuffer{Max: 16 << 10}
 	if stdout == nil {
 		stdout = outTail
 	}
-	errTail := &tailBuffer{max: 32 << 10}
+	errTail := &testenv.TailBuffer{Max: 32 << 10}
 	cmd.Stdout, cmd.Stderr = stdout, errTail
 	start := time.Now()
 	err := cmd.Run()
@@ -226,28 +225,6 @@ func runChild(ctx context.Context, bin string, args, env []string, stdin io.Read
 	}
 	m.ok = true
 	return m, nil
-}
-
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.max; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]byte(nil), b.buf...)
 }
 
 // hashWriter counts and hashes what a dump writes; the bytes go nowhere.

@@ -234,7 +234,7 @@ func (c *ResticCLI) MustRun(t testing.TB, repo, password string, stdin io.Reader
 // error.
 func (c *ResticCLI) Stream(ctx context.Context, repo, password string, args ...string) (io.ReadCloser, func() error) {
 	cmd := c.command(ctx, repo, password, args)
-	stderr := &resticTailBuffer{max: 64 << 10}
+	stderr := &TailBuffer{Max: 64 << 10}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err == nil {
@@ -266,25 +266,25 @@ type resticErrReader struct{ err error }
 
 func (r resticErrReader) Read([]byte) (int, error) { return 0, r.err }
 
-// resticTailBuffer keeps the last max bytes written to it (restic's stderr can be
-// long on a failing check; the end is what matters).
-type resticTailBuffer struct {
+// TailBuffer keeps the last Max bytes written to it (a tool's stderr can be
+// long on a failure; the end is what matters). Safe for concurrent writes.
+type TailBuffer struct {
+	Max int
 	mu  sync.Mutex
-	max int
 	buf []byte
 }
 
-func (b *resticTailBuffer) Write(p []byte) (int, error) {
+func (b *TailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.max; over > 0 {
+	if over := len(b.buf) - b.Max; over > 0 {
 		b.buf = append(b.buf[:0], b.buf[over:]...)
 	}
 	return len(p), nil
 }
 
-func (b *resticTailBuffer) Bytes() []byte {
+func (b *TailBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf...)
