@@ -246,7 +246,11 @@ func Summary(rep *Report) string {
 		fmt.Fprintf(&b, "%s\n", e.Error())
 	}
 	if rep.Forget != nil {
-		fmt.Fprintf(&b, "forget: %s, %d snapshots removed\n", rep.Forget.Policy, rep.Forget.Removed)
+		f := rep.Forget
+		fmt.Fprintf(&b, "forget: %s, %d snapshots removed\n", f.Policy, f.Removed-f.DrillsRemoved)
+		if f.DrillPolicy != "" {
+			fmt.Fprintf(&b, "forget drill records: %s, %d removed\n", f.DrillPolicy, f.DrillsRemoved)
+		}
 	}
 	if rep.Prune != nil {
 		fmt.Fprintf(&b, "prune: %d packs removed, %d repacked\n", rep.Prune.PacksRemove+rep.Prune.PacksUnreferenced, rep.Prune.PacksRepack)

@@ -26,6 +26,9 @@ const (
 	DefaultWebhookTimeout = 10 * time.Second
 	DefaultTargetTimeout  = 6 * time.Hour
 	DefaultRetryLock      = 15 * time.Minute
+	// DefaultDrillKeep is how many drill records the nightly forget keeps
+	// per host and container: a year of monthly drills.
+	DefaultDrillKeep = 12
 )
 
 // Config is the nightly service's configuration, read from the environment
@@ -38,6 +41,9 @@ type Config struct {
 	DrillSchedule string
 	// Policy is the retention per container.
 	Policy repo.ExpirePolicy
+	// DrillKeep is how many drill records (the newest) forget keeps per
+	// host and container; -1 keeps all of them.
+	DrillKeep int
 	// Patterns select containers by name for discovery (nil: discovery's
 	// defaults); AllDatabases dumps every database of each.
 	Patterns     []string
@@ -92,9 +98,10 @@ func Environment() []Env {
 		{"SCALR_BACKUP_KEEP_DAILY", "30", "daily snapshots kept per container (a count, or unlimited)"},
 		{"SCALR_BACKUP_KEEP_WEEKLY", "4", "weekly snapshots kept per container"},
 		{"SCALR_BACKUP_KEEP_MONTHLY", "6", "monthly snapshots kept per container"},
+		{"SCALR_BACKUP_DRILL_KEEP", "12", "drill records (snapshots tagged drill) kept per container and host, the newest ones; a count from 1, or unlimited. Backups keep their own retention above"},
 		{"SCALR_BACKUP_PATTERNS", "scalr-*-db scalr-auth-postgres", "container name patterns to back up, separated by spaces or commas (labels scalr.backup=true/false still apply)"},
 		{"SCALR_BACKUP_ALL_DATABASES", "false", "dump every database of each container, not only POSTGRES_DB"},
-		{"SCALR_BACKUP_HOST", "$RESTIC_HOST, else the host name", "host name recorded in snapshots; forget only touches this host's snapshots. Set it (or a fixed container hostname): a container's host name changes with every re-creation"},
+		{"SCALR_BACKUP_HOST", "$RESTIC_HOST, else the host name", "host name recorded in snapshots (by run, daemon, backup, pg-backup and drill alike; --host wins); forget only touches this host's snapshots. Set it (or a fixed container hostname): a container's host name changes with every re-creation"},
 		{"SCALR_BACKUP_ALLOW_EMPTY", "false", "a pass that finds no container succeeds instead of failing"},
 		{"SCALR_BACKUP_TARGET_TIMEOUT", "6h", "longest one container's backup may take; 0 for no limit"},
 		{"SCALR_BACKUP_RETRY_LOCK", "15m", "how long to wait for a repository lock held by another process (--retry-lock wins)"},
@@ -122,6 +129,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		Schedule:       DefaultSchedule,
 		DrillSchedule:  DefaultDrillSchedule,
 		Policy:         DefaultPolicy(),
+		DrillKeep:      DefaultDrillKeep,
 		TargetTimeout:  DefaultTargetTimeout,
 		RetryLock:      DefaultRetryLock,
 		HookTimeout:    DefaultHookTimeout,
@@ -174,6 +182,17 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.Policy.Empty() {
 		errs = append(errs, errors.New("SCALR_BACKUP_KEEP_DAILY, _WEEKLY and _MONTHLY are all 0: the retention policy would keep nothing"))
 	}
+	if v := get("SCALR_BACKUP_DRILL_KEEP"); v != "" {
+		n, err := parseKeep(v)
+		switch {
+		case err != nil:
+			bad("SCALR_BACKUP_DRILL_KEEP", v, "want a count (1 or more) or unlimited")
+		case n == 0:
+			bad("SCALR_BACKUP_DRILL_KEEP", v, "0 would forget every drill record, the last drill's outcome too: want 1 or more, or unlimited")
+		default:
+			c.DrillKeep = n
+		}
+	}
 
 	if v := get("SCALR_BACKUP_PATTERNS"); v != "" {
 		for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }) {
@@ -201,15 +220,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	boolVar("SCALR_BACKUP_INIT", &c.Init)
 	boolVar("SCALR_BACKUP_WEBHOOK_ON_SUCCESS", &c.WebhookOnSuccess)
 
-	c.Host = get("SCALR_BACKUP_HOST")
-	if c.Host == "" {
-		c.Host = get("RESTIC_HOST")
-	}
-	if c.Host == "" {
-		c.Host, _ = os.Hostname()
-	}
-	if strings.ContainsAny(c.Host, " \t\n") {
-		bad("SCALR_BACKUP_HOST", c.Host, "a host name has no white space")
+	if h, from, err := hostIdentity(getenv); err != nil {
+		errs = append(errs, err)
+	} else if strings.ContainsAny(h, hostSpace) {
+		if from == hostFromOS {
+			errs = append(errs, fmt.Errorf("%s %q holds white space: set SCALR_BACKUP_HOST", from, h))
+		} else {
+			bad(from, h, "a host name has no white space")
+		}
+	} else {
+		c.Host = h
 	}
 
 	durVar := func(k string, dst *time.Duration, zeroOK bool) {
@@ -289,11 +309,36 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
+// hostSpace is what a host name must not hold.
+const hostSpace = " \t\r\n"
+
+// hostIdentity is the host name recorded in snapshots and from where it
+// came: SCALR_BACKUP_HOST, else RESTIC_HOST, else the operating system's
+// host name. It is exactly the resolution of cmd/scalr-backup (its
+// hostIdentity, without a --host flag), so run, daemon, backup, pg-backup
+// and drill record one host name and forget selects by it: values are taken
+// as they are (not trimmed), so a name with white space is refused by both.
+func hostIdentity(getenv func(string) string) (host, from string, err error) {
+	if h := getenv("SCALR_BACKUP_HOST"); h != "" {
+		return h, "SCALR_BACKUP_HOST", nil
+	}
+	if h := getenv("RESTIC_HOST"); h != "" {
+		return h, "RESTIC_HOST", nil
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "", "", fmt.Errorf("no host name: set SCALR_BACKUP_HOST (os.Hostname: %v)", err)
+	}
+	return h, hostFromOS, nil
+}
+
+const hostFromOS = "the operating system's host name"
+
 // PassOptions returns the options of a pass as c configures them; the
 // caller adds the Discoverer and BackupFunc.
 func (c Config) PassOptions() PassOptions {
 	return PassOptions{
-		Policy: c.Policy, Host: c.Host, AllowEmpty: c.AllowEmpty,
+		Policy: c.Policy, DrillKeep: c.DrillKeep, Host: c.Host, AllowEmpty: c.AllowEmpty,
 		TargetTimeout: c.TargetTimeout, RemoveStaleLocks: true,
 	}
 }

@@ -201,16 +201,30 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// saveDrillRecord writes a snapshot shaped like pgstream's drill record.
-func saveDrillRecord(t *testing.T, r *repo.Repository, name string, passed bool, at time.Time, host string) {
+// saveDrillRecord writes a snapshot shaped like pgstream's drill record
+// (tags drill, drill-of:NAME, drill-passed or drill-failed).
+func saveDrillRecord(t *testing.T, r *repo.Repository, name string, passed bool, at time.Time, host string) repo.ID {
+	t.Helper()
+	return saveDrillRecordTagged(t, r, name, DrillOfTag(name), passed, at, host)
+}
+
+// saveOldDrillRecord writes a drill record as pgstream wrote them before
+// drill-of: (tags drill, NAME, drill-passed or drill-failed).
+func saveOldDrillRecord(t *testing.T, r *repo.Repository, name string, passed bool, at time.Time, host string) repo.ID {
+	t.Helper()
+	return saveDrillRecordTagged(t, r, name, name, passed, at, host)
+}
+
+func saveDrillRecordTagged(t *testing.T, r *repo.Repository, name, nameTag string, passed bool, at time.Time, host string) repo.ID {
 	t.Helper()
 	status := DrillFailedTag
 	if passed {
 		status = DrillPassedTag
 	}
-	_, err := r.BackupStream(context.Background(), repo.Stream{Name: "drill/" + name + ".json", Reader: bytes.NewReader([]byte(`{"passed":true}`))},
-		repo.BackupOptions{Tags: []string{DrillTag, name, status}, Hostname: host, Time: at})
+	res, err := r.BackupStream(context.Background(), repo.Stream{Name: "drill/" + name + ".json", Reader: bytes.NewReader([]byte(`{"passed":true}`))},
+		repo.BackupOptions{Tags: []string{DrillTag, nameTag, status}, Hostname: host, Time: at})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return res.SnapshotID
 }

@@ -95,6 +95,10 @@ type PassOptions struct {
 	Backup     BackupFunc
 	// Policy is the retention policy per container (zero: DefaultPolicy()).
 	Policy repo.ExpirePolicy
+	// DrillKeep is the drill records' own retention: forget keeps the
+	// newest DrillKeep records per host and container (0: DefaultDrillKeep;
+	// -1: all of them).
+	DrillKeep int
 	// Host limits forget and the inventory to the snapshots of this host
 	// name, which BackupFunc should record; "" looks at every host.
 	Host string
@@ -165,7 +169,8 @@ func (e *StageError) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]string{"stage": e.Stage, "error": e.Err.Error()})
 }
 
-// ForgetGroupReport is one container's retention decision.
+// ForgetGroupReport is one container's retention decision (of its backups,
+// or of its drill records).
 type ForgetGroupReport struct {
 	Container string   `json:"container"`
 	Host      string   `json:"host"`
@@ -175,9 +180,17 @@ type ForgetGroupReport struct {
 
 // ForgetReport is the retention step's outcome.
 type ForgetReport struct {
-	Policy  string              `json:"policy"`
-	Groups  []ForgetGroupReport `json:"groups"`
-	Removed int                 `json:"removed"`
+	// Policy and Groups are the container backups' retention.
+	Policy string              `json:"policy"`
+	Groups []ForgetGroupReport `json:"groups"`
+	// DrillPolicy and DrillGroups are the drill records' retention, one
+	// group per host and container (old and new records alike).
+	DrillPolicy string              `json:"drill_policy"`
+	DrillGroups []ForgetGroupReport `json:"drill_groups"`
+	// Removed counts every snapshot removed, DrillsRemoved the drill
+	// records among them.
+	Removed       int `json:"removed"`
+	DrillsRemoved int `json:"drills_removed"`
 }
 
 // ContainerState is what the repository holds for one container after the
@@ -289,7 +302,8 @@ func (r *Report) fail(stage string, err error) {
 
 // Pass runs one full pass on r: discover, back up every target (one
 // failing target never stops the others), forget by the policy over the
-// container backups only, prune. It never returns nil; everything that went
+// container backups and by DrillKeep over the drill records (nothing else),
+// prune. It never returns nil; everything that went
 // wrong is in the report. When ctx ends, the running backup is abandoned
 // (it writes no snapshot and removes its lock), the targets not yet started
 // are marked skipped, and forget and prune do not start.
@@ -393,14 +407,14 @@ func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
 	var snaps []*repo.Snapshot
 	listed := false
 	if ctx.Err() == nil && !o.SkipForget {
-		fr, remaining, err := forgetContainers(ctx, r, policy, o.Host, now(), log)
+		fr, remaining, err := forgetContainers(ctx, r, policy, drillPolicy(o.DrillKeep), o.Host, now(), log)
 		if err != nil {
 			rep.fail("forget", err)
 			log.Error("forget failed", "error", err)
 		} else {
 			rep.Forget = fr
 			snaps, listed = remaining, true
-			log.Info("forget done", "policy", fr.Policy, "removed", fr.Removed)
+			log.Info("forget done", "policy", fr.Policy, "removed", fr.Removed, "drill_policy", fr.DrillPolicy, "drills_removed", fr.DrillsRemoved)
 		}
 	}
 	if ctx.Err() == nil && !o.SkipPrune {
@@ -488,49 +502,89 @@ func runBackup(ctx context.Context, r *repo.Repository, t Target, fn BackupFunc,
 	return res, nil
 }
 
+// drillPolicy is the drill records' retention for PassOptions.DrillKeep.
+func drillPolicy(keep int) repo.ExpirePolicy {
+	switch {
+	case keep == 0:
+		keep = DefaultDrillKeep
+	case keep < 0:
+		keep = -1
+	}
+	return repo.ExpirePolicy{Last: keep}
+}
+
 // forgetContainers applies policy to the container backups (ContainerOf) of
 // host ("" for all hosts), grouped by host and paths as restic's default
-// does, so that no two containers ever share a group; drill records and any
-// other snapshot are left alone. The decision is restic's (repo.ApplyPolicyAt);
-// the removal takes an exclusive lock. It returns the snapshots left.
-func forgetContainers(ctx context.Context, r *repo.Repository, policy repo.ExpirePolicy, host string, now time.Time, log *slog.Logger) (*ForgetReport, []*repo.Snapshot, error) {
+// does, so that no two containers ever share a group; and drills, a
+// keep-last policy, to the drill records (drillOf) of host, grouped by host
+// and container (their one path, /drill/CONTAINER.json, names it, so this
+// too is restic's host,paths grouping: what `restic forget --tag drill
+// --keep-last N` decides). Any other snapshot is left alone. The decisions
+// are restic's (repo.ApplyPolicyAt); the removal takes an exclusive lock.
+// It returns the snapshots left.
+func forgetContainers(ctx context.Context, r *repo.Repository, policy, drills repo.ExpirePolicy, host string, now time.Time, log *slog.Logger) (*ForgetReport, []*repo.Snapshot, error) {
 	all, err := r.ListSnapshots(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	var sel []*repo.Snapshot
+	var backups, records []*repo.Snapshot
 	for _, sn := range all {
-		if _, ok := ContainerOf(sn); ok && (host == "" || sn.Hostname == host) {
-			sel = append(sel, sn)
+		if host != "" && sn.Hostname != host {
+			continue
+		}
+		if _, ok := ContainerOf(sn); ok {
+			backups = append(backups, sn)
+		} else if _, _, ok := drillOf(sn); ok {
+			records = append(records, sn)
 		}
 	}
-	groups, err := repo.GroupSnapshots(sel, repo.DefaultGroupBy)
+	fr := &ForgetReport{Policy: policy.String(), Groups: []ForgetGroupReport{}, DrillPolicy: drills.String(), DrillGroups: []ForgetGroupReport{}}
+	var ids []repo.ID
+	apply := func(sel []*repo.Snapshot, p repo.ExpirePolicy, nameOf func(*repo.Snapshot) string, what string) ([]ForgetGroupReport, error) {
+		groups, err := repo.GroupSnapshots(sel, repo.DefaultGroupBy)
+		if err != nil {
+			return nil, err
+		}
+		out := []ForgetGroupReport{}
+		for _, g := range groups {
+			keep, remove, _ := repo.ApplyPolicyAt(g.Snapshots, p, now)
+			if len(keep) == 0 {
+				return nil, &repo.ForgetGroupError{Key: g.Key}
+			}
+			name := nameOf(g.Snapshots[0])
+			gr := ForgetGroupReport{Container: name, Host: g.Key.Hostname, Kept: len(keep)}
+			for _, sn := range remove {
+				gr.Removed = append(gr.Removed, sn.ID.String())
+				ids = append(ids, sn.ID)
+			}
+			if len(remove) > 0 {
+				log.Info("forgetting "+what, "container", name, "host", g.Key.Hostname, "kept", len(keep), "removed", len(remove))
+			}
+			out = append(out, gr)
+		}
+		return out, nil
+	}
+	fr.Groups, err = apply(backups, policy, func(sn *repo.Snapshot) string { name, _ := ContainerOf(sn); return name }, "snapshots")
 	if err != nil {
 		return nil, nil, err
 	}
-	fr := &ForgetReport{Policy: policy.String(), Groups: []ForgetGroupReport{}}
-	var ids []repo.ID
-	for _, g := range groups {
-		keep, remove, _ := repo.ApplyPolicyAt(g.Snapshots, policy, now)
-		if len(keep) == 0 {
-			return nil, nil, &repo.ForgetGroupError{Key: g.Key}
-		}
-		name, _ := ContainerOf(g.Snapshots[0])
-		gr := ForgetGroupReport{Container: name, Host: g.Key.Hostname, Kept: len(keep)}
-		for _, sn := range remove {
-			gr.Removed = append(gr.Removed, sn.ID.String())
-			ids = append(ids, sn.ID)
-		}
-		if len(remove) > 0 {
-			log.Info("forgetting snapshots", "container", name, "host", g.Key.Hostname, "kept", len(keep), "removed", len(remove))
-		}
-		fr.Groups = append(fr.Groups, gr)
+	backupIDs := len(ids)
+	fr.DrillGroups, err = apply(records, drills, func(sn *repo.Snapshot) string { name, _, _ := drillOf(sn); return name }, "drill records")
+	if err != nil {
+		return nil, nil, err
+	}
+	drillIDs := map[repo.ID]bool{}
+	for _, id := range ids[backupIDs:] {
+		drillIDs[id] = true
 	}
 	removed := map[repo.ID]bool{}
 	if len(ids) > 0 {
 		done, err := r.RemoveSnapshots(ctx, ids)
 		for _, id := range done {
 			removed[id] = true
+			if drillIDs[id] {
+				fr.DrillsRemoved++
+			}
 		}
 		fr.Removed = len(done)
 		if err != nil {
@@ -546,14 +600,26 @@ func forgetContainers(ctx context.Context, r *repo.Repository, policy repo.Expir
 	return fr, left, nil
 }
 
-// Drill record tags, as pgstream writes them: every record has DrillTag and
-// the container's name, plus DrillPassedTag or DrillFailedTag; its path is
-// /drill/CONTAINER.json.
+// Drill record tags, as pgstream writes them: every record has DrillTag,
+// DrillOfTag(CONTAINER) and DrillPassedTag or DrillFailedTag; its one path
+// is /drill/CONTAINER.json. Records written before DrillOfTag existed carry
+// the bare container name instead: drillOf reads both, so a repository
+// keeps its drill history. The bare name made `restic dump --tag CONTAINER
+// latest /CONTAINER/DB.pgdump` pick a drill record (restic's latest is the
+// newest snapshot with the tag) and fail.
 const (
 	DrillTag       = "drill"
 	DrillPassedTag = "drill-passed"
 	DrillFailedTag = "drill-failed"
+	// DrillOfTagPrefix starts the tag naming the drilled container. A Docker
+	// container name never holds ':' (nor ','), so the tag can be no
+	// container's own tag, and restic takes it as it is in --tag.
+	DrillOfTagPrefix = "drill-of:"
 )
+
+// DrillOfTag is the tag of the drill records of container name:
+// drill-of:NAME.
+func DrillOfTag(name string) string { return DrillOfTagPrefix + name }
 
 // ContainerOf reports whether sn is a container backup and of which
 // container: its only path is "/NAME" (one path element), it is tagged
@@ -569,14 +635,16 @@ func ContainerOf(sn *repo.Snapshot) (string, bool) {
 	return name, true
 }
 
-// drillOf reports whether sn is a drill record and of which container.
+// drillOf reports whether sn is a drill record and of which container: it
+// is tagged DrillTag, its only path is /drill/NAME.json, and it is tagged
+// DrillOfTag(NAME) or, as records were first written, NAME.
 func drillOf(sn *repo.Snapshot) (name string, passed, ok bool) {
 	if len(sn.Paths) != 1 || !sn.HasTag(DrillTag) {
 		return "", false, false
 	}
 	rest, ok1 := strings.CutPrefix(sn.Paths[0], "/drill/")
 	name, ok2 := strings.CutSuffix(rest, ".json")
-	if !ok1 || !ok2 || name == "" || strings.Contains(name, "/") || !sn.HasTag(name) {
+	if !ok1 || !ok2 || name == "" || strings.Contains(name, "/") || !(sn.HasTag(DrillOfTag(name)) || sn.HasTag(name)) {
 		return "", false, false
 	}
 	return name, sn.HasTag(DrillPassedTag), true
