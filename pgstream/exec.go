@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -98,7 +99,15 @@ func startProc(ctx context.Context, d Docker, containerName string, spec execSpe
 		// StdCopy takes a stream that ends inside a frame for a clean end;
 		// every byte read is a header or a payload byte written, so the
 		// sums tell.
-		if err == nil && src.n != ow.bytes+ew.bytes+8*(ow.frames+ew.frames) {
+		atBoundary := src.n == ow.bytes+ew.bytes+8*(ow.frames+ew.frames)
+		if errors.Is(err, syscall.ECONNRESET) && atBoundary {
+			// The engine closed the connection with input we sent still
+			// unread (a command that exits without reading all of its
+			// input): every frame it sent arrived whole. Whether the
+			// command succeeded is its exit code's to say.
+			err = nil
+		}
+		if err == nil && !atBoundary {
 			p.truncated = true
 			// Not io.ErrUnexpectedEOF: the chunker (io.ReadFull) would
 			// take that for a short read and keep reading.
@@ -295,4 +304,53 @@ func (b *tailBuffer) String() string {
 		s = "…" + s
 	}
 	return s
+}
+
+// feed copies src into the command's standard input, then closes it. It
+// returns as soon as the copy is done or the command's output has ended,
+// whichever comes first: a command that exits without reading all of its
+// input (pg_restore failing, or listing only the archive's head) is not
+// waited for while the copy sits blocked on a peer that is gone. early
+// reports that the command stopped before it had all of src; readErr is
+// src's own failure (the repository's), told apart from a refused write.
+func (p *proc) feed(src io.Reader) (readErr, writeErr error, early bool) {
+	rec := &readErrRecorder{r: src}
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(p.hj.Conn, rec)
+		copied <- err
+	}()
+	var err error
+	select {
+	case err = <-copied:
+	case <-p.done:
+		// The output ended: the command exited (or closed its output). A
+		// copy still running would block for good; closing the connection
+		// ends it. The exit status is read by Wait.
+		p.Close()
+		err = <-copied
+	}
+	if rec.err != nil {
+		return rec.err, nil, false
+	}
+	if err != nil {
+		return nil, err, true
+	}
+	_ = p.CloseStdin()
+	return nil, nil, false
+}
+
+// readErrRecorder remembers its reader's first error other than EOF, so a
+// failed copy can be blamed on the right side.
+type readErrRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErrRecorder) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }

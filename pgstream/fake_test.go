@@ -3,10 +3,12 @@ package pgstream
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -304,17 +306,51 @@ type fakePG struct {
 	afterDrop   bool
 	dumpHook    func(x *execCall) (int, bool) // overrides pg_dump when handled
 	versionText string
+	// schemaText is what pg_restore --schema-only prints (the TOC as SQL);
+	// extensions what pg_available_extensions lists; freeKB what df says.
+	schemaText string
+	extensions []string
+	freeKB     int64
 }
 
 func newFakePG() *fakePG {
 	return &fakePG{
-		snapshot:  "00000003-0000001B-1",
-		databases: []string{"app", "postgres"},
-		tables:    map[string]string{},
-		restored:  map[string]string{},
-		dump:      map[string][]byte{},
-		restoreIn: map[string][]byte{},
-		globals:   "CREATE ROLE app;\n",
+		snapshot:   "00000003-0000001B-1",
+		databases:  []string{"app", "postgres"},
+		tables:     map[string]string{},
+		restored:   map[string]string{},
+		dump:       map[string][]byte{},
+		restoreIn:  map[string][]byte{},
+		globals:    "CREATE ROLE app;\n",
+		extensions: []string{"plpgsql", "pgcrypto"},
+		freeKB:     50 << 20,
+	}
+}
+
+// sideOf maps a restore's side database to the database it restores.
+func sideOf(db string) string {
+	if rest, ok := strings.CutPrefix(db, sidePrefix); ok {
+		if _, name, ok := strings.Cut(rest, "_"); ok {
+			return name
+		}
+	}
+	return db
+}
+
+// quotedNames lists the double-quoted identifiers of a statement.
+func quotedNames(s string) []string {
+	var out []string
+	for {
+		i := strings.IndexByte(s, '"')
+		if i < 0 {
+			return out
+		}
+		j := strings.IndexByte(s[i+1:], '"')
+		if j < 0 {
+			return out
+		}
+		out = append(out, s[i+1:i+1+j])
+		s = s[i+2+j:]
 	}
 }
 
@@ -365,10 +401,26 @@ func (pg *fakePG) handle(x *execCall) int {
 		io.WriteString(x.Stdout, pg.globals)
 		return 0
 	case "pg_restore":
+		if contains(x.Cmd, "--schema-only") {
+			// The real one reads the archive's head only.
+			head := make([]byte, 5)
+			io.ReadFull(x.Stdin, head)
+			pg.mu.Lock()
+			text := pg.schemaText
+			pg.mu.Unlock()
+			io.WriteString(x.Stdout, text)
+			return 0
+		}
 		b, _ := io.ReadAll(x.Stdin)
 		pg.mu.Lock()
 		pg.restoreIn[dbOf(x.Cmd)] = b
 		pg.mu.Unlock()
+		return 0
+	case "df":
+		pg.mu.Lock()
+		free := pg.freeKB
+		pg.mu.Unlock()
+		fmt.Fprintf(x.Stdout, "Filesystem 1024-blocks Used Available Capacity Mounted on\noverlay 100000000 1000 %d 1%% /\n", free)
 		return 0
 	case "postgres":
 		if pg.versionText == "" {
@@ -426,9 +478,9 @@ func (pg *fakePG) answer(x *execCall, db, s string) int {
 	case strings.Contains(s, "'encoding', pg_encoding_to_char"):
 		fmt.Fprintln(x.Stdout, `{"encoding" : "UTF8", "collate" : "C.UTF-8", "ctype" : "C.UTF-8", "size" : 7000000, "server_version" : "15.18 (Debian 15.18-0+deb12u1)", "server_version_num" : 150018}`)
 	case strings.Contains(s, "query_to_xml"):
-		t := pg.tables[db]
-		if pg.afterDrop {
-			if r, ok := pg.restored[db]; ok {
+		t := pg.tables[sideOf(db)]
+		if pg.afterDrop || sideOf(db) != db {
+			if r, ok := pg.restored[sideOf(db)]; ok {
 				t = r
 			}
 		}
@@ -437,7 +489,14 @@ func (pg *fakePG) answer(x *execCall, db, s string) int {
 		}
 		fmt.Fprintln(x.Stdout, t)
 	case strings.Contains(s, "'version_num', current_setting"):
-		fmt.Fprintf(x.Stdout, `{"version_num" : 150018, "databases" : ["%s", "template1", "template0"]}`+"\n", strings.Join(pg.databases, `", "`))
+		dbs := map[string]int64{"template1": 7000000, "template0": 0}
+		for _, db := range pg.databases {
+			dbs[db] = 7000000
+		}
+		facts, _ := json.Marshal(map[string]any{"version_num": 150018, "version": "15.18 (Debian 15.18-0+deb12u1)",
+			"databases": dbs, "roles": []string{"app", "postgres", "reporting"}, "extensions": pg.extensions,
+			"data_directory": "/var/lib/postgresql/data"})
+		fmt.Fprintln(x.Stdout, string(facts))
 	case strings.Contains(s, "json_agg(datname ORDER BY datname)"):
 		fmt.Fprintf(x.Stdout, `["%s"]`+"\n", strings.Join(pg.databases, `", "`))
 	case strings.Contains(s, "listen_addresses"):
@@ -445,7 +504,27 @@ func (pg *fakePG) answer(x *execCall, db, s string) int {
 	case strings.Contains(s, "server_version_num"):
 		fmt.Fprintln(x.Stdout, "150018")
 	case strings.HasPrefix(s, "DROP DATABASE"):
-		pg.afterDrop = true
+		if names := quotedNames(s); len(names) > 0 {
+			pg.databases = slices.DeleteFunc(pg.databases, func(d string) bool { return d == names[0] })
+			if !strings.HasPrefix(names[0], sidePrefix) {
+				pg.afterDrop = true
+			}
+		}
+	case strings.HasPrefix(s, "CREATE DATABASE"):
+		if names := quotedNames(s); len(names) > 0 {
+			pg.databases = append(pg.databases, names[0])
+		}
+	case strings.HasPrefix(s, "ALTER DATABASE") && strings.Contains(s, " RENAME TO "):
+		if names := quotedNames(s); len(names) == 2 {
+			for i, d := range pg.databases {
+				if d == names[0] {
+					pg.databases[i] = names[1]
+				}
+			}
+		}
+	case strings.HasPrefix(s, "ALTER DATABASE"), strings.HasPrefix(s, "COMMENT ON DATABASE"), strings.HasPrefix(s, "GRANT "):
+	case strings.HasPrefix(s, "SELECT count(pg_terminate_backend"):
+		fmt.Fprintln(x.Stdout, "0")
 	case strings.HasPrefix(s, "BEGIN"), strings.HasPrefix(s, "COMMIT"), strings.HasPrefix(s, "CREATE ROLE"), strings.HasPrefix(s, "SET "):
 	default:
 		fmt.Fprintf(x.Stderr, "fake psql: unexpected statement %q\n", s)

@@ -599,7 +599,7 @@ func (fx *pgFixture) testDrill(t *testing.T) {
 	// A backup whose manifest disagrees with its dump, made through the
 	// library from the last good one.
 	name := "scalr-auth-postgres"
-	sn, m, err := FindBackup(ctx, fx.r, name, "latest")
+	sn, m, err := FindBackup(ctx, fx.r, name, "latest", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,11 +17,22 @@ func backedUp(t *testing.T) (*fakeDocker, *fakePG, *repo.Repository, *Result) {
 	t.Helper()
 	f, pg, tg := setupBackup(t)
 	r := memRepo(t)
-	res, err := BackupContainer(context.Background(), f, r, tg, BackupOptions{})
+	res, err := BackupContainer(context.Background(), f, r, tg, BackupOptions{Hostname: "h1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return f, pg, r, res
+}
+
+// restoredInto returns what pg_restore read while connected to a side
+// database of db, and that database's name.
+func restoredInto(pg *fakePG, db string) ([]byte, string) {
+	for name, b := range pg.restoreIn {
+		if strings.HasPrefix(name, sidePrefix) && sideOf(name) == db {
+			return b, name
+		}
+	}
+	return nil, ""
 }
 
 func TestRestoreFake(t *testing.T) {
@@ -38,30 +49,40 @@ func TestRestoreFake(t *testing.T) {
 		confirmed.Snapshot.ID != res.SnapshotID {
 		t.Fatalf("plan %+v", confirmed)
 	}
-	// pg_restore got the dump, whole, connected to the maintenance
-	// database with --create and --no-owner.
-	if !bytes.Equal(pg.restoreIn["postgres"], pg.dump["app"]) {
-		t.Fatalf("pg_restore read %d bytes, want %d", len(pg.restoreIn["postgres"]), len(pg.dump["app"]))
+	// pg_restore got the dump, whole, connected to a side database, with
+	// --no-owner and without --create; the live database was never dropped
+	// but renamed aside in the swap.
+	got, side := restoredInto(pg, "app")
+	if !bytes.Equal(got, pg.dump["app"]) {
+		t.Fatalf("pg_restore read %d bytes into %q, want %d", len(got), side, len(pg.dump["app"]))
 	}
 	var restoreCmd []string
 	for _, c := range f.execLog {
-		if c[0] == "pg_restore" {
+		if c[0] == "pg_restore" && !slices.Contains(c, "--schema-only") {
 			restoreCmd = c
 		}
 	}
-	for _, want := range []string{"--exit-on-error", "--create", "--no-owner", "--username=app"} {
+	for _, want := range []string{"--exit-on-error", "--no-owner", "--username=app"} {
 		if !slices.Contains(restoreCmd, want) {
 			t.Errorf("pg_restore %q lacks %q", restoreCmd, want)
 		}
 	}
-	var drop string
+	if slices.Contains(restoreCmd, "--create") {
+		t.Errorf("pg_restore %q restores in place", restoreCmd)
+	}
+	var renames []string
 	for _, s := range pg.sqlSeen {
-		if strings.HasPrefix(s, "DROP DATABASE") {
-			drop = s
+		if strings.HasPrefix(s, "DROP DATABASE") && !strings.Contains(s, sidePrefix) {
+			t.Errorf("dropped a live database: %q", s)
+		}
+		if strings.Contains(s, " RENAME TO ") {
+			renames = append(renames, s)
 		}
 	}
-	if drop != "DROP DATABASE IF EXISTS \"app\" WITH (FORCE);\n" {
-		t.Errorf("drop statement %q", drop)
+	prev := rr.Databases[0].Previous
+	if !strings.HasPrefix(prev, "app__replaced_") || len(renames) != 2 ||
+		renames[0] != "ALTER DATABASE \"app\" RENAME TO \""+prev+"\";\n" || renames[1] != "ALTER DATABASE \""+side+"\" RENAME TO \"app\";\n" {
+		t.Errorf("previous %q, renames %q", prev, renames)
 	}
 	if len(rr.Databases) != 1 || len(rr.Databases[0].Tables) != 2 || len(rr.Mismatches()) != 0 {
 		t.Errorf("result %+v", rr.Databases)
@@ -73,16 +94,52 @@ func TestRestoreFake(t *testing.T) {
 	if _, err := Restore(context.Background(), f, r, "scalr-app-db", res.SnapshotID.Str(), RestoreOptions{Confirm: func(*RestorePlan) error { return no }}); !errors.Is(err, no) {
 		t.Fatalf("declined: %v", err)
 	}
-	if len(pg.sqlSeen) != 0 {
-		t.Fatalf("statements ran after the confirmation was declined: %q", pg.sqlSeen)
+	for _, s := range pg.sqlSeen {
+		if !strings.Contains(s, "'version_num', current_setting") { // the preflight's read-only look
+			t.Fatalf("statements ran after the confirmation was declined: %q", pg.sqlSeen)
+		}
 	}
 
-	// Counts that differ name the table.
+	// Counts that differ name the table, and are never swapped in: the
+	// side database is dropped.
 	pg.restored["app"] = `[{"schema" : "public", "name" : "users", "rows" : 2}, {"schema" : "public", "name" : "Überprüfung", "rows" : 2}]`
+	pg.sqlSeen = nil
 	rr, err = Restore(context.Background(), f, r, "scalr-app-db", "latest", RestoreOptions{Databases: []string{"app"}})
 	if !errors.Is(err, ErrCountMismatch) || !strings.Contains(err.Error(), "public.users: 3 rows in the manifest, 2 restored") || rr == nil {
 		t.Fatalf("mismatch: %v", err)
 	}
+	for _, s := range pg.sqlSeen {
+		if strings.Contains(s, " RENAME TO ") {
+			t.Errorf("swapped a database whose counts differ: %q", s)
+		}
+	}
+	if slices.ContainsFunc(pg.databases, func(d string) bool { return strings.HasPrefix(d, sidePrefix) }) {
+		t.Errorf("side database left: %q", pg.databases)
+	}
+	delete(pg.restored, "app")
+
+	// The preflight refuses, before anything is created: an extension
+	// the target lacks, a role it lacks, no room.
+	pg.schemaText = "--\n-- Name: postgis; Type: EXTENSION; Schema: -; Owner: -\n--\n\nCREATE EXTENSION IF NOT EXISTS postgis WITH SCHEMA public;\n" +
+		"--\n-- Name: TABLE t; Type: ACL; Schema: public; Owner: app\n--\n\nGRANT SELECT ON TABLE public.t TO auditor;\n"
+	pg.freeKB = 1000
+	pg.sqlSeen = nil
+	_, err = Restore(context.Background(), f, r, "scalr-app-db", "latest", RestoreOptions{Databases: []string{"app"}})
+	if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "extension(s) postgis") || !strings.Contains(err.Error(), "role(s) auditor") ||
+		!strings.Contains(err.Error(), "not enough room") {
+		t.Fatalf("preflight: %v", err)
+	}
+	for _, s := range pg.sqlSeen {
+		if !strings.Contains(s, "'version_num', current_setting") {
+			t.Errorf("statement after a refused preflight: %q", s)
+		}
+	}
+	// In place needs no room for a side copy; the other problems stand.
+	_, err = Restore(context.Background(), f, r, "scalr-app-db", "latest", RestoreOptions{Databases: []string{"app"}, InPlace: true})
+	if !errors.Is(err, ErrPreflight) || strings.Contains(err.Error(), "not enough room") {
+		t.Fatalf("preflight in place: %v", err)
+	}
+	pg.schemaText, pg.freeKB = "", 50<<20
 
 	// Asking for a database the snapshot lacks, a snapshot of another
 	// container, a container that is not there.
@@ -119,9 +176,16 @@ func TestRestorePostgresUsesTemplate1(t *testing.T) {
 	if _, err := Restore(context.Background(), f, r, "scalr-auth-postgres", "latest", RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(pg.restoreIn["template1"], pg.dump["postgres"]) {
-		t.Fatalf("pg_restore did not connect to template1: %q", pg.restoreIn)
+	if got, _ := restoredInto(pg, "postgres"); !bytes.Equal(got, pg.dump["postgres"]) {
+		t.Fatalf("pg_restore did not get the dump: %q", pg.restoreIn)
 	}
+	// The swap renames "postgres": connected to template1.
+	for _, s := range pg.sqlSeen {
+		if strings.Contains(s, `ALTER DATABASE "postgres" RENAME`) {
+			return
+		}
+	}
+	t.Fatalf("postgres was not swapped: %q", pg.sqlSeen)
 }
 
 func TestRestoreRefusesPlainDump(t *testing.T) {
@@ -133,7 +197,7 @@ func TestRestoreRefusesPlainDump(t *testing.T) {
 	}
 	pg.sqlSeen = nil
 	_, err := Restore(context.Background(), f, r, "scalr-app-db", "latest", RestoreOptions{})
-	if err == nil || !strings.Contains(err.Error(), "not a pg_dump archive") {
+	if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "not a pg_dump custom-format archive") {
 		t.Fatalf("plain dump: %v", err)
 	}
 	for _, s := range pg.sqlSeen {
@@ -172,7 +236,7 @@ func TestDrillFake(t *testing.T) {
 		t.Fatalf("record %s", rec)
 	}
 	// The container's latest backup is still the backup, not the record.
-	if _, m, err := FindBackup(context.Background(), r, "scalr-app-db", "latest"); err != nil || m.Container != "scalr-app-db" {
+	if _, m, err := FindBackup(context.Background(), r, "scalr-app-db", "latest", ""); err != nil || m.Container != "scalr-app-db" {
 		t.Fatalf("FindBackup after a drill: %v", err)
 	}
 

@@ -200,7 +200,7 @@ func TestPgCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer r.Close()
-		sn, m, err := pgstream.FindBackup(ctx, r, "scalr-cli-db", "latest")
+		sn, m, err := pgstream.FindBackup(ctx, r, "scalr-cli-db", "latest", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,7 +234,7 @@ func TestPgCommands(t *testing.T) {
 		if left := d.CLI(t, "ps", "--all", "--quiet", "--filter", "name=scalr-drill-"); left != "" {
 			t.Errorf("drill containers left behind: %s", left)
 		}
-		res = pgRunCLI(t, env, nil, "snapshots", "--json", "--tag", "drill,scalr-cli-db")
+		res = pgRunCLI(t, env, nil, "snapshots", "--json", "--tag", "drill,drill-of:scalr-cli-db")
 		if strings.Count(res.stdout, `"short_id"`) != 2 || strings.Count(res.stdout, "drill-failed") != 1 || !strings.Contains(res.stdout, "/drill/scalr-cli-db.json") {
 			t.Errorf("drill records: %s", res.stdout)
 		}

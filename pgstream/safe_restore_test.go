@@ -1,0 +1,283 @@
+//go:build linux
+
+package pgstream
+
+// The safe restore on a real engine: a restore that cannot finish leaves the
+// live database exactly as it was (per-table checksums before and after),
+// a good one keeps the replaced database and can be swapped back, and each
+// host restores its own backups.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scalr-platform/scalr-backup/backend/local"
+	"github.com/scalr-platform/scalr-backup/internal/crypto"
+	"github.com/scalr-platform/scalr-backup/internal/testenv"
+	"github.com/scalr-platform/scalr-backup/repo"
+)
+
+// probeExtension is a test extension installed by hand into a container's
+// extension directory, so a test can take it away again.
+const (
+	probeControl = "comment = 'scalr-backup test extension'\ndefault_version = '1.0'\nrelocatable = true\n"
+	probeSQL     = "CREATE FUNCTION scalr_probe() RETURNS int LANGUAGE sql AS 'SELECT 42';\n"
+)
+
+func installProbe(t *testing.T, c *testenv.Container, major int, control, sql string) {
+	t.Helper()
+	dir := fmt.Sprintf("/usr/share/postgresql/%d/extension", major)
+	c.Exec(t, strings.NewReader(control), "sh", "-c", "cat > "+dir+"/scalr_probe.control")
+	c.Exec(t, strings.NewReader(sql), "sh", "-c", "cat > "+dir+"/scalr_probe--1.0.sql")
+}
+
+const safeSeed = `
+CREATE EXTENSION scalr_probe;
+CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 2000) i;
+CREATE TABLE bulk (id bigint NOT NULL, payload text NOT NULL);
+INSERT INTO bulk SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 150000) i;
+CREATE ROLE reader;
+GRANT SELECT ON items TO reader;
+GRANT CONNECT ON DATABASE app TO reader;
+ALTER DATABASE app SET work_mem = '9MB';
+COMMENT ON DATABASE app IS 'safe restore''s database';
+`
+
+// sideDatabases lists the scalr_restore_* databases of a container.
+func sideDatabases(t *testing.T, c *testenv.Container) string {
+	t.Helper()
+	return c.Psql(t, "postgres", `SELECT coalesce(string_agg(datname, ' ' ORDER BY datname), '') FROM pg_database WHERE datname LIKE 'scalr\_restore\_%';`)
+}
+
+func TestSafeRestore(t *testing.T) {
+	testenv.Integration(t)
+	d := testenv.SharedDocker(t)
+	ctx := context.Background()
+	c := d.RunPostgres(t, "scalr-safe-db", map[string]string{"POSTGRES_USER": "app", "POSTGRES_DB": "app"}, nil)
+	installProbe(t, c, 15, probeControl, probeSQL)
+	c.Psql(t, "", safeSeed)
+	dc, err := Connect(ctx, d.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	r, err := repo.Init(ctx, local.New(filepath.Join(t.TempDir(), "repo")), itPassword, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	backup := func(host string) *Result {
+		t.Helper()
+		tg, err := InspectTarget(ctx, dc, c.Name, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := BackupContainer(ctx, dc, r, tg, BackupOptions{Hostname: host})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	backedUp := checksums(t, c, "app")
+	hostA := backup("host-a")
+	// The live database moves on after the backup.
+	c.Psql(t, "", `INSERT INTO items VALUES (100001, 'after the backup'); DELETE FROM bulk WHERE id % 7 = 0;`)
+	live := checksums(t, c, "app")
+	untouched := func(t *testing.T, what string) {
+		t.Helper()
+		sameSums(t, what+": live database", checksums(t, c, "app"), live)
+		if side := sideDatabases(t, c); side != "" {
+			t.Errorf("%s: side databases left: %s", what, side)
+		}
+	}
+
+	t.Run("missing-extension", func(t *testing.T) {
+		c.Exec(t, nil, "rm", "/usr/share/postgresql/15/extension/scalr_probe.control")
+		defer installProbe(t, c, 15, probeControl, probeSQL)
+		start := time.Now()
+		_, err := Restore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-a"})
+		took := time.Since(start)
+		if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "scalr_probe") {
+			t.Fatalf("restore without the extension: %v", err)
+		}
+		if took > 10*time.Second {
+			t.Errorf("refusal took %s", took)
+		}
+		t.Logf("refused in %s: %v", took.Round(time.Millisecond), err)
+		untouched(t, "missing extension")
+	})
+
+	t.Run("pg_restore-fails-fast", func(t *testing.T) {
+		// The extension is there (the preflight passes), but its script
+		// fails when pg_restore creates it, with 100 MiB of dump unread.
+		installProbe(t, c, 15, probeControl, probeSQL+"SELECT 1/0;\n")
+		defer installProbe(t, c, 15, probeControl, probeSQL)
+		var mu sync.Mutex
+		var restoreAt time.Time
+		_, err := Restore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-a", Progress: func(s RestoreStep) {
+			if s.Stage == StageRestore {
+				mu.Lock()
+				restoreAt = time.Now()
+				mu.Unlock()
+			}
+		}})
+		failedAt := time.Now()
+		if err == nil || !strings.Contains(err.Error(), "division by zero") || !strings.Contains(err.Error(), "live database is untouched") {
+			t.Fatalf("restore with a failing extension script: %v", err)
+		}
+		mu.Lock()
+		took := failedAt.Sub(restoreAt)
+		mu.Unlock()
+		// pg_restore fails within a moment of starting; the error must not
+		// wait for the copy into its input.
+		if took > 5*time.Second {
+			t.Errorf("the failure was reported %s after pg_restore started", took)
+		}
+		t.Logf("failed %s after pg_restore started: %v", took.Round(time.Millisecond), err)
+		untouched(t, "failing pg_restore")
+	})
+
+	t.Run("leftovers", func(t *testing.T) {
+		c.Psql(t, "postgres", `CREATE DATABASE scalr_restore_20200101T000000Z_app; CREATE DATABASE scalr_restore_20200101T000001Z_app;`)
+		// A session in the second: another restore at work.
+		holdCtx, stopHold := context.WithCancel(ctx)
+		hold := d.Command(holdCtx, "exec", c.Name, "psql", "-U", "app", "-d", "scalr_restore_20200101T000001Z_app", "-c", "SELECT pg_sleep(600);")
+		if err := hold.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { stopHold(); hold.Wait() }()
+		waitFor(t, func() bool {
+			return c.Psql(t, "postgres", `SELECT count(*) FROM pg_stat_activity WHERE datname = 'scalr_restore_20200101T000001Z_app';`) == "1"
+		})
+		got, err := Leftovers(ctx, dc, c.Name, "app")
+		if err != nil || !slices.Equal(got, []string{"scalr_restore_20200101T000000Z_app", "scalr_restore_20200101T000001Z_app"}) {
+			t.Fatalf("leftovers: %q %v", got, err)
+		}
+		plan, err := PlanRestore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(plan.Leftovers) != 2 {
+			t.Fatalf("plan leftovers %q", plan.Leftovers)
+		}
+		res, err := plan.Run(ctx, dc, r, RestoreOptions{Host: "host-a", DropPrevious: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(res.LeftoversDropped, []string{"scalr_restore_20200101T000000Z_app"}) ||
+			!slices.Equal(res.LeftoversInUse, []string{"scalr_restore_20200101T000001Z_app"}) {
+			t.Fatalf("dropped %q, in use %q", res.LeftoversDropped, res.LeftoversInUse)
+		}
+		stopHold()
+		hold.Wait()
+		c.Psql(t, "postgres", `DROP DATABASE scalr_restore_20200101T000001Z_app WITH (FORCE);`)
+		// That restore replaced the live database with the backup, and
+		// dropped what it replaced: put the test's live state back.
+		sameSums(t, "restored with --drop-previous", checksums(t, c, "app"), backedUp)
+		if res.Databases[0].Previous == "" || !res.Databases[0].PreviousDropped {
+			t.Errorf("previous %+v", res.Databases[0])
+		}
+		c.Psql(t, "", `INSERT INTO items VALUES (100001, 'after the backup'); DELETE FROM bulk WHERE id % 7 = 0;`)
+		sameSums(t, "live state again", checksums(t, c, "app"), live)
+	})
+
+	t.Run("good-restore-and-swap-back", func(t *testing.T) {
+		// A session on the live database: ended at the swap, not before.
+		holdCtx, stopHold := context.WithCancel(ctx)
+		hold := d.Command(holdCtx, "exec", c.Name, "psql", "-U", "app", "-d", "app", "-c", "SELECT pg_sleep(600);")
+		if err := hold.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { stopHold(); hold.Wait() }()
+		var stages []string
+		res, err := Restore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-a", Progress: func(s RestoreStep) { stages = append(stages, s.Stage) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("stages %q, %s", stages, res.Duration.Round(time.Millisecond))
+		if len(res.Databases) != 1 || len(res.Mismatches()) != 0 || res.Plan.Snapshot.ID != hostA.SnapshotID {
+			t.Fatalf("result %+v", res)
+		}
+		prev := res.Databases[0].Previous
+		if !strings.HasPrefix(prev, "app__replaced_") || res.Databases[0].PreviousBytes < 10<<20 || res.Databases[0].PreviousDropped {
+			t.Fatalf("previous %+v", res.Databases[0])
+		}
+		sameSums(t, "restored", checksums(t, c, "app"), backedUp)
+		sameSums(t, "kept as "+prev, checksums(t, c, prev), live)
+		if side := sideDatabases(t, c); side != "" {
+			t.Errorf("side databases left: %s", side)
+		}
+		// Database-level settings, comment and privileges, the extension,
+		// owners: as in the source.
+		got := c.Psql(t, "", `SELECT pg_get_userbyid(d.datdba), shobj_description(d.oid, 'pg_database'),
+  (SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole = 0),
+  has_database_privilege('reader', 'app', 'CONNECT'), has_table_privilege('reader', 'items', 'SELECT'), scalr_probe()
+FROM pg_database d WHERE d.datname = 'app';`)
+		if got != "app|safe restore's database|work_mem=9MB|t|t|42" {
+			t.Errorf("restored database: owner|comment|settings|connect|select|extension = %q", got)
+		}
+		list, err := ListReplaced(ctx, dc, c.Name)
+		if err != nil || len(list) != 1 || list[0].Name != prev || list[0].Of != "app" || list[0].Bytes < 10<<20 {
+			t.Fatalf("replaced: %+v %v", list, err)
+		}
+
+		// Swap back: the old database is live again, the restored one kept.
+		liveName, kept, err := SwapBack(ctx, dc, c.Name, prev, "")
+		if err != nil || liveName != "app" || !strings.HasPrefix(kept, "app__replaced_") || kept == prev {
+			t.Fatalf("swap back: %q %q %v", liveName, kept, err)
+		}
+		sameSums(t, "swapped back", checksums(t, c, "app"), live)
+		sameSums(t, "restored, kept as "+kept, checksums(t, c, kept), backedUp)
+		if _, _, err := SwapBack(ctx, dc, c.Name, "app", ""); !errors.Is(err, ErrNotReplaced) {
+			t.Errorf("swap back of the live database: %v", err)
+		}
+		if err := DropReplaced(ctx, dc, c.Name, kept); err != nil {
+			t.Fatal(err)
+		}
+		if list, _ := ListReplaced(ctx, dc, c.Name); len(list) != 0 {
+			t.Errorf("after drop: %+v", list)
+		}
+	})
+
+	t.Run("host-choice", func(t *testing.T) {
+		// host-b backs up the same container name later, with other data.
+		c.Psql(t, "", `INSERT INTO items VALUES (200002, 'host b');`)
+		hostB := backup("host-b")
+		bSums := checksums(t, c, "app")
+		c.Psql(t, "", `DELETE FROM items WHERE id = 200002;`)
+		plan, err := PlanRestore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-a"})
+		if err != nil || plan.Snapshot.ID != hostA.SnapshotID {
+			t.Fatalf("host-a's latest: %v %v", plan, err)
+		}
+		res, err := Restore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-b", DropPrevious: true})
+		if err != nil || res.Plan.Snapshot.ID != hostB.SnapshotID {
+			t.Fatalf("host-b's latest: %v", err)
+		}
+		sameSums(t, "host-b's backup", checksums(t, c, "app"), bSums)
+		if _, err := PlanRestore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-c"}); !errors.Is(err, repo.ErrNoSnapshot) || !strings.Contains(err.Error(), "host-c") {
+			t.Errorf("host without backups: %v", err)
+		}
+		if _, err := PlanRestore(ctx, dc, r, c.Name, hostB.SnapshotID.Str(), RestoreOptions{Host: "host-a"}); !errors.Is(err, repo.ErrNoSnapshot) {
+			t.Errorf("another host's snapshot by ID: %v", err)
+		}
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
