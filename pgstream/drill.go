@@ -20,12 +20,19 @@ import (
 // DrillFormat identifies a drill record's layout.
 const DrillFormat = "scalr-backup/pgstream-drill/v1"
 
-// Drill record tags: every record has DrillTag and the container's name,
-// plus DrillPassedTag or DrillFailedTag.
+// Drill record tags: every record has DrillTag, DrillOfTagPrefix followed
+// by the container's name (drill-of:CONTAINER), and DrillPassedTag or
+// DrillFailedTag. A record never carries the bare container name: that tag
+// marks the container's backups, and `restic dump --tag CONTAINER latest
+// /CONTAINER/DB.pgdump` takes the newest snapshot with it. (Records written
+// before drill-of: existed do carry it; readers take both.) A Docker
+// container name never holds ':' or ',', so drill-of:CONTAINER is no
+// container's own tag, and restic's --tag takes it as it is.
 const (
-	DrillTag       = "drill"
-	DrillPassedTag = "drill-passed"
-	DrillFailedTag = "drill-failed"
+	DrillTag         = "drill"
+	DrillOfTagPrefix = "drill-of:"
+	DrillPassedTag   = "drill-passed"
+	DrillFailedTag   = "drill-failed"
 )
 
 // DrillRecordPath is where a container's drill record lives in its
@@ -99,7 +106,7 @@ type DrillTable struct {
 // drill fails or ctx ends.
 //
 // The outcome is saved (unless NoRecord) as /drill/CONTAINER.json in a
-// snapshot of its own tagged "drill", the container's name and
+// snapshot of its own tagged "drill", "drill-of:CONTAINER" and
 // "drill-passed" or "drill-failed". Drill returns the result and, when the
 // drill failed, an error too (wrapping ErrCountMismatch for a count that
 // differs).
@@ -296,7 +303,7 @@ func saveDrillRecord(ctx context.Context, r *repo.Repository, res *DrillResult, 
 		Name:   strings.TrimPrefix(DrillRecordPath(res.Container), "/"),
 		Reader: bytes.NewReader(append(buf, '\n')),
 	}, repo.BackupOptions{
-		Tags:     []string{DrillTag, res.Container, status},
+		Tags:     []string{DrillTag, DrillOfTagPrefix + res.Container, status},
 		Hostname: opts.Hostname, ProgramVersion: opts.ProgramVersion,
 	})
 	if err != nil {

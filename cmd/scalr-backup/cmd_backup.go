@@ -55,8 +55,9 @@ is an error: an empty dump is almost always a failed dump.`,
 				}
 				when = t
 			}
-			if host == "" {
-				host, _ = os.Hostname()
+			host, err := a.hostIdentity(host)
+			if err != nil {
+				return err
 			}
 			r, err := a.openRepo(ctx)
 			if err != nil {
@@ -87,7 +88,7 @@ is an error: an empty dump is almost always a failed dump.`,
 	f.BoolVar(&fromCommand, "stdin-from-command", false, "run the command after -- and store its standard output")
 	f.StringVar(&filename, "stdin-filename", "stdin", "file `name` of the stream inside the snapshot")
 	f.StringArrayVar(&tags, "tag", nil, "add a `tag` to the snapshot (repeatable; a,b adds both)")
-	f.StringVarP(&host, "host", "H", "", "`hostname` recorded in the snapshot (default: this host's name)")
+	f.StringVarP(&host, "host", "H", "", "`hostname` recorded in the snapshot (default: $SCALR_BACKUP_HOST, else $RESTIC_HOST, else this host's name)")
 	f.StringVar(&timeOverride, "time", "", "snapshot `time` as \"YYYY-MM-DD hh:mm:ss\" (default: now)")
 	return cmd
 }

@@ -151,14 +151,16 @@ disk. A container whose dump fails gets no snapshot; the others are still
 backed up. The exit code is non-zero when any container failed. Finding no
 container is a warning, not an error.
 
-A dump can be restored by hand:
-  restic dump latest --tag CONTAINER /CONTAINER/DB.pgdump | pg_restore ...`,
+A dump can be restored by hand (drill records are tagged drill-of:CONTAINER,
+never CONTAINER, so latest is the newest backup):
+  restic dump --tag CONTAINER latest /CONTAINER/DB.pgdump | pg_restore ...`,
 		Example: `  scalr-backup pg-backup
   scalr-backup pg-backup scalr-app-db --all-databases`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if host == "" {
-				host, _ = os.Hostname()
+			host, err := a.hostIdentity(host)
+			if err != nil {
+				return err
 			}
 			d, err := a.connectDocker(ctx)
 			if err != nil {
@@ -245,7 +247,7 @@ A dump can be restored by hand:
 	f := cmd.Flags()
 	f.StringArrayVar(&pgDumpArgs, "pg-dump-arg", nil, "pg_dump `option` replacing the default -Fc -Z0 (repeatable)")
 	f.BoolVar(&rolePasswords, "role-passwords", false, "keep the roles' password hashes in globals.sql")
-	f.StringVarP(&host, "host", "H", "", "`hostname` recorded in the snapshots (default: this host's name)")
+	f.StringVarP(&host, "host", "H", "", "`hostname` recorded in the snapshots (default: $SCALR_BACKUP_HOST, else $RESTIC_HOST, else this host's name)")
 	f.StringArrayVar(&tags, "tag", nil, "add a `tag` to every snapshot besides the container's name (repeatable)")
 	return cmd
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,11 +32,22 @@ the drill fails.
 
 Prints a pass/fail line per table and exits non-zero when any count differs
 (naming the table) or any drill could not run. Each outcome is saved as
-/drill/CONTAINER.json in a snapshot of its own, tagged drill, the container's
-name and drill-passed or drill-failed, so a monitor can find the last
-successful drill:
+/drill/CONTAINER.json in a snapshot of its own, tagged drill,
+drill-of:CONTAINER and drill-passed or drill-failed, so a monitor can find
+the last successful drill:
 
-  scalr-backup snapshots --tag drill,scalr-app-db,drill-passed`,
+  scalr-backup snapshots --tag drill,drill-of:scalr-app-db,drill-passed
+
+Drill records never carry the container's own tag, so "dump --tag CONTAINER
+latest" (ours or restic's) still finds the newest backup after a drill.
+Records written by earlier versions were tagged with the container's name
+instead of drill-of:CONTAINER; the nightly pass reads both. The nightly
+forget keeps the newest SCALR_BACKUP_DRILL_KEEP (12) records per container
+and host.
+
+The drill runs as one host (--host, else SCALR_BACKUP_HOST, else RESTIC_HOST,
+else this host's name), the same one backup, pg-backup, run and daemon
+record: its name is recorded in the drill records.`,
 		Example: `  scalr-backup drill
   scalr-backup drill scalr-app-db --snapshot 1a2b3c4d`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -45,8 +55,9 @@ successful drill:
 			if snapshot != "latest" && len(args) != 1 {
 				return fmt.Errorf("--snapshot %s names one backup: give exactly one CONTAINER", snapshot)
 			}
-			if host == "" {
-				host, _ = os.Hostname()
+			host, err := a.hostIdentity(host)
+			if err != nil {
+				return err
 			}
 			d, err := a.connectDocker(ctx)
 			if err != nil {
@@ -121,7 +132,7 @@ successful drill:
 	f.StringVar(&image, "image", "", "start the throwaway container from this `image` (default: the container's own)")
 	f.BoolVar(&noRecord, "no-record", false, "do not save the drill's outcome as a snapshot")
 	f.DurationVar(&readyTimeout, "ready-timeout", 3*time.Minute, "how long to wait for the throwaway Postgres to start")
-	f.StringVarP(&host, "host", "H", "", "`hostname` recorded in the drill record snapshots (default: this host's name)")
+	f.StringVarP(&host, "host", "H", "", "`hostname` the drill runs as: its backups are restored and its records saved under it (default: $SCALR_BACKUP_HOST, else $RESTIC_HOST, else this host's name)")
 	return cmd
 }
 

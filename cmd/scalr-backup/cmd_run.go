@@ -40,7 +40,7 @@ func (f *nightlyFlags) add(cmd *cobra.Command) {
 	fl.BoolVar(&f.init, "init", false, "create the repository if there is none yet (default: $SCALR_BACKUP_INIT)")
 	fl.StringArrayVar(&f.patterns, "pattern", nil, "container name `pattern` to back up (repeatable; default: $SCALR_BACKUP_PATTERNS or "+strings.Join(pgstream.DefaultPatterns, ", ")+")")
 	fl.StringVar(&f.logFormat, "log-format", "", "log `format` on standard error: auto, json or text (default: $SCALR_BACKUP_LOG_FORMAT or auto: text on a terminal, else JSON)")
-	fl.StringVarP(&f.host, "host", "H", "", "`hostname` recorded in snapshots; forget only touches this host's (default: $SCALR_BACKUP_HOST or this host's name)")
+	fl.StringVarP(&f.host, "host", "H", "", "`hostname` recorded in snapshots; forget only touches this host's (default: $SCALR_BACKUP_HOST, else $RESTIC_HOST, else this host's name)")
 }
 
 // nightlyConfig reads the environment and applies the flags.
@@ -55,9 +55,14 @@ func (a *app) nightlyConfig(f *nightlyFlags) (nightly.Config, error) {
 	if f.patterns != nil {
 		cfg.Patterns = f.patterns
 	}
-	if f.host != "" {
-		cfg.Host = f.host
+	// The CLI's one host identity (--host > SCALR_BACKUP_HOST >
+	// RESTIC_HOST > the OS host name), which LoadConfig also follows
+	// without the flag: run, daemon, backup, pg-backup and drill agree.
+	host, err := a.hostIdentity(f.host)
+	if err != nil {
+		return cfg, err
 	}
+	cfg.Host = host
 	switch f.logFormat {
 	case "":
 	case "auto", "json", "text":
@@ -266,8 +271,9 @@ func (a *app) runCommand() *cobra.Command {
   3. back up each into its own snapshot tagged with its name; one failing
      container never stops the others,
   4. forget by the retention policy, per container (grouped by host and
-     paths), over container backups only: drill records and other
-     snapshots are never touched,
+     paths), over container backups; and, apart, keep the newest
+     SCALR_BACKUP_DRILL_KEEP (12) drill records per container and host;
+     other snapshots are never touched,
   5. prune what no snapshot needs any more.
 
 Prints one row per container (status, duration, bytes read, bytes added,
@@ -390,7 +396,11 @@ func (a *app) printNightlyReport(rep *nightly.Report) {
 		fmt.Fprintf(a.stdout, "%s failed: %v\n", e.Stage, e.Err)
 	}
 	if rep.Forget != nil {
-		fmt.Fprintf(a.stdout, "forget: %s per container: removed %d snapshots\n", rep.Forget.Policy, rep.Forget.Removed)
+		f := rep.Forget
+		fmt.Fprintf(a.stdout, "forget: %s per container: removed %d snapshots\n", f.Policy, f.Removed-f.DrillsRemoved)
+		if f.DrillPolicy != "" {
+			fmt.Fprintf(a.stdout, "forget drill records: %s per container: removed %d\n", f.DrillPolicy, f.DrillsRemoved)
+		}
 	}
 	if p := rep.Prune; p != nil {
 		fmt.Fprintf(a.stdout, "prune: removed %d packs, repacked %d, freed %s\n", p.PacksRemove+p.PacksUnreferenced, p.PacksRepack, bytesHuman(p.RemoveSize+p.UnreferencedSize))

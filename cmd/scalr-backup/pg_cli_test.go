@@ -224,7 +224,8 @@ func TestPgCommands(t *testing.T) {
 			streams = append(streams, repo.Stream{Name: f, Reader: fr})
 		}
 		streams = append(streams, repo.Stream{Name: pgstream.ManifestFile, Reader: bytes.NewReader(buf)})
-		if _, err := r.BackupStreams(ctx, "scalr-cli-db", streams, repo.BackupOptions{Tags: []string{"scalr-cli-db"}}); err != nil {
+		// On the backup's host: drill restores only its own host's backups.
+		if _, err := r.BackupStreams(ctx, "scalr-cli-db", streams, repo.BackupOptions{Tags: []string{"scalr-cli-db"}, Hostname: sn.Hostname}); err != nil {
 			t.Fatal(err)
 		}
 		res = pgRunCLI(t, env, nil, "drill", "scalr-cli-db")
