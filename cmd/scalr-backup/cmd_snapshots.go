@@ -30,7 +30,8 @@ func (a *app) snapshotsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshots [ID...]",
 		Short: "List snapshots",
-		Example: `  scalr-backup snapshots --tag scalr-app-db
+		Example: `  scalr-backup snapshots --tag scalr-app-db                 # the container's backups
+  scalr-backup snapshots --tag drill,drill-of:scalr-app-db  # its drill records
   scalr-backup snapshots --json | jq -r '.[].short_id'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
