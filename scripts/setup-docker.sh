@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the Docker/Postgres integration tests need, and builds the
-# Postgres 15 image they run, without any image registry:
+# Postgres images they run, without any image registry:
 #
 #   docker.io, debootstrap   Debian's packages, installed with apt-get
-#   CACHE/images/scalr-postgres-15.tar
-#                            a Debian bookworm root file system (debootstrap
-#                            --variant=minbase) with Debian's postgresql-15 and
-#                            a small docker-entrypoint.sh that behaves like the
+#   CACHE/images/scalr-postgres-MAJOR.tar, one per entry of IMAGES below:
+#     scalr-postgres-15.tar  Debian bookworm with Debian's postgresql-15
+#     scalr-postgres-17.tar  Debian trixie with Debian's postgresql-17
+#                            each a root file system (debootstrap
+#                            --variant=minbase) with a small
+#                            docker-entrypoint.sh that behaves like the
 #                            official postgres image's; internal/testenv loads
 #                            it into a private dockerd with `docker import`
 #
@@ -17,21 +19,38 @@
 # (deb822 /etc/apt/sources.list.d/*.sources, else one-line sources.list
 # entries); set SCALR_BACKUP_DEBIAN_MIRROR to override it.
 #
+# The same archive serves every suite, so the URI found for any plain suite
+# (bookworm here) serves trixie too. Release files are verified with the
+# host's /usr/share/keyrings/debian-archive-keyring.gpg: bookworm's
+# debian-archive-keyring holds the trixie keys as well (and trixie's Release
+# is also signed with the bookworm archive key).
+#
 # Idempotent: apt-get runs only when a package is missing (apt-get update only
-# when apt knows no candidate for it), and the image is built only when the
-# tarball is missing or was built from another recipe (the .recipe file beside
-# it). The tarball is written to a temporary file and renamed, so an
-# interrupted build never leaves a half-written image. Runs unattended; needs
-# root (or sudo) for apt-get, and root for debootstrap.
+# when apt knows no candidate for it), and each image is built only when its
+# tarball is missing or was built from another recipe (the .recipe file
+# beside it; each image has its own, so changing what only one image is made
+# of rebuilds only that one). A tarball is written to a temporary file and
+# renamed, so an interrupted build never leaves a half-written image. The
+# downloaded packages are kept per suite in CACHE/images/debootstrap-debs/SUITE,
+# so a rebuild downloads nothing. Runs unattended; needs root (or sudo) for
+# apt-get, and root for debootstrap.
 set -euo pipefail
 
-SUITE=bookworm
-PG_MAJOR=15
-IMAGE_NAME=scalr-postgres-$PG_MAJOR
-# Bump to force a rebuild; the recipe hash below also covers the entrypoint,
-# the package list and the text of build_image.
+# The images: "POSTGRES_MAJOR DEBIAN_SUITE", built in this order.
+IMAGES=(
+	"15 bookworm"
+	"17 trixie"
+)
+# Bump to force a rebuild of every image; the recipe hash below also covers
+# the suite, the entrypoint, the package list and the text of build_image.
 RECIPE_VERSION=1
-PACKAGES=postgresql-$PG_MAJOR,postgresql-client-$PG_MAJOR
+# Recipe hashes of earlier versions of this script that build the same
+# image as this one, by major version: a tarball whose .recipe holds one is
+# kept (its .recipe is brought up to date). 15: the script before it built
+# more than one image (the same bookworm steps, parameterised since).
+declare -A EQUIVALENT_RECIPES=(
+	[15]=896189633a89aa0dc461999d7d19a3a7d67a351784d4beba7192509371a0f6e7
+)
 
 say() { printf '[setup-docker] %s\n' "$*"; }
 die() {
@@ -47,7 +66,6 @@ else
 	cache=${HOME:?HOME is not set}/.cache/scalr-backup
 fi
 images=$cache/images
-tarball=$images/$IMAGE_NAME.tar
 say "image cache: $images"
 
 # as_root runs a command as root: directly when we are root, else via sudo.
@@ -138,7 +156,8 @@ say "dockerd: $dockerd_bin ($("$dockerd_bin" --version))"
 
 # A subset of the official postgres image's docker-entrypoint.sh: the same
 # variables, the same first-start initialisation, postgres never as root.
-read -r -d '' ENTRYPOINT <<'ENTRYPOINT_EOF' || true
+# @PG_MAJOR@ stands for the image's Postgres major version.
+read -r -d '' ENTRYPOINT_TEMPLATE <<'ENTRYPOINT_EOF' || true
 #!/usr/bin/env bash
 # docker-entrypoint.sh of scalr-backup's test image (scripts/setup-docker.sh):
 # a subset of the official postgres image's entrypoint, same variables.
@@ -156,7 +175,7 @@ read -r -d '' ENTRYPOINT <<'ENTRYPOINT_EOF' || true
 # then re-executes itself as the postgres user.
 set -Eeo pipefail
 
-export PATH=/usr/lib/postgresql/15/bin:$PATH
+export PATH=/usr/lib/postgresql/@PG_MAJOR@/bin:$PATH
 export PGDATA=${PGDATA:-/var/lib/postgresql/data}
 export POSTGRES_USER=${POSTGRES_USER:-postgres}
 export POSTGRES_DB=${POSTGRES_DB:-$POSTGRES_USER}
@@ -304,7 +323,7 @@ mirror_uri() {
 	find_mirror | awk '$2 ~ /^(https?|file):/' | sort -s -k1,1n | awk 'NR == 1 { print $2 }'
 }
 
-# --- the image ----------------------------------------------------------------
+# --- the images ---------------------------------------------------------------
 
 have_image() {
 	[[ -s $tarball && -f $tarball.recipe && $(cat "$tarball.recipe") == "$recipe" ]]
@@ -331,7 +350,7 @@ cleanup_build() {
 
 build_image() {
 	[[ $(id -u) -eq 0 ]] || die "building the image needs root (debootstrap, chroot)"
-	local mirror keyring rootfs start end
+	local mirror keyring rootfs debs start end
 	mirror=$(mirror_uri)
 	[[ -n $mirror ]] || die "no Debian mirror found in /etc/apt/sources.list.d/*.sources or sources.list (set SCALR_BACKUP_DEBIAN_MIRROR)"
 	say "Debian mirror (from apt sources): $mirror"
@@ -340,7 +359,8 @@ build_image() {
 	build_dir=$(mktemp -d "$images/.build.XXXXXX")
 	trap cleanup_build EXIT
 	rootfs=$build_dir/rootfs
-	mkdir -p "$rootfs" "$images/debootstrap-debs"
+	debs=$images/debootstrap-debs/$SUITE
+	mkdir -p "$rootfs" "$debs"
 
 	keyring=()
 	[[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] &&
@@ -349,12 +369,17 @@ build_image() {
 	start=$(date +%s)
 	say "debootstrap --variant=minbase --include=$PACKAGES $SUITE (takes a few minutes)"
 	# --cache-dir keeps the downloaded packages, so a rebuild downloads
-	# nothing.
+	# nothing; one folder per suite.
 	if ! "$debootstrap_bin" --variant=minbase --include="$PACKAGES" "${keyring[@]}" \
-		--cache-dir="$images/debootstrap-debs" \
+		--cache-dir="$debs" \
 		"$SUITE" "$rootfs" "$mirror" >"$build_dir/debootstrap.log" 2>&1; then
 		tail -n 40 "$build_dir/debootstrap.log" >&2 || true
 		[[ -f $rootfs/debootstrap/debootstrap.log ]] && tail -n 40 "$rootfs/debootstrap/debootstrap.log" >&2
+		if grep -qiE 'signed by unknown key|invalid release signature|no_pubkey' "$build_dir/debootstrap.log"; then
+			die "debootstrap could not verify the Release file of $SUITE with the keyring" \
+				"${keyring[*]:-of debootstrap}: update debian-archive-keyring (apt-get install" \
+				"debian-archive-keyring) and run again"
+		fi
 		die "debootstrap failed (log above)"
 	fi
 	end=$(date +%s)
@@ -387,10 +412,15 @@ build_image() {
 		"$rootfs"/debootstrap
 	# Postgres's JIT (llvmjit.so and the bitcode it inlines) pulls in LLVM
 	# and z3, about 165 MB, for nothing a backup test needs. Without
-	# llvmjit.so postgres treats JIT as unavailable, silently.
+	# llvmjit.so postgres treats JIT as unavailable, silently. LLVM's
+	# library is libLLVM-14.so.1 in bookworm, libLLVM.so.19.1 (and a
+	# libLLVM-19.so link) in trixie.
 	rm -rf --one-file-system "$rootfs"/usr/lib/postgresql/$PG_MAJOR/lib/llvmjit* \
 		"$rootfs"/usr/lib/postgresql/$PG_MAJOR/lib/bitcode \
-		"$rootfs"/usr/lib/x86_64-linux-gnu/libLLVM-*.so* "$rootfs"/usr/lib/x86_64-linux-gnu/libz3.so*
+		"$rootfs"/usr/lib/*-linux-gnu*/libLLVM[-.]*so* "$rootfs"/usr/lib/*-linux-gnu*/libz3.so*
+	if compgen -G "$rootfs/usr/lib/*/libLLVM*" >/dev/null; then
+		die "LLVM is still in the image: $(cd "$rootfs" && echo usr/lib/*/libLLVM*)"
+	fi
 	# The snakeoil certificate made by ssl-cert: postgres here does not use
 	# TLS, and no image should carry a private key made on the build host.
 	rm -f "$rootfs"/etc/ssl/private/ssl-cert-snakeoil.key "$rootfs"/etc/ssl/certs/ssl-cert-snakeoil.pem
@@ -438,18 +468,46 @@ build_image() {
 	say "image built in $((end - start))s: $tarball ($(du -h "$tarball" | cut -f1))"
 }
 
-# The recipe: what the tarball was built from (the build steps included), so
-# that a changed build script rebuilds the image.
-recipe=$(printf '%s\n' "recipe $RECIPE_VERSION" "suite $SUITE" "packages $PACKAGES" "$ENTRYPOINT" \
-	"$(declare -f build_image)" | sha256sum | cut -d' ' -f1)
+# select_image sets the variables that describe the image of Postgres major
+# version $1 from Debian suite $2: PG_MAJOR, SUITE, IMAGE_NAME, PACKAGES,
+# ENTRYPOINT, tarball and recipe, the hash of what the tarball is built from
+# (the build steps included), so that a changed build rebuilds the image.
+select_image() {
+	PG_MAJOR=$1
+	SUITE=$2
+	IMAGE_NAME=scalr-postgres-$PG_MAJOR
+	PACKAGES=postgresql-$PG_MAJOR,postgresql-client-$PG_MAJOR
+	ENTRYPOINT=${ENTRYPOINT_TEMPLATE//@PG_MAJOR@/$PG_MAJOR}
+	tarball=$images/$IMAGE_NAME.tar
+	recipe=$(printf '%s\n' "recipe $RECIPE_VERSION" "suite $SUITE" "packages $PACKAGES" "$ENTRYPOINT" \
+		"$(declare -f build_image)" | sha256sum | cut -d' ' -f1)
+}
 
-if have_image; then
-	say "image already built: $tarball ($(du -h "$tarball" | cut -f1))"
-else
+# A cache made before the packages were kept per suite: those were
+# bookworm's.
+if compgen -G "$images/debootstrap-debs/*.deb" >/dev/null; then
+	say "moving the cached bookworm packages to $images/debootstrap-debs/bookworm"
+	mkdir -p "$images/debootstrap-debs/bookworm"
+	mv -f "$images"/debootstrap-debs/*.deb "$images/debootstrap-debs/bookworm/"
+fi
+
+for spec in "${IMAGES[@]}"; do
+	# shellcheck disable=SC2086 # two words on purpose
+	select_image $spec
+	if [[ -s $tarball && -f $tarball.recipe && -n ${EQUIVALENT_RECIPES[$PG_MAJOR]:-} &&
+		$(cat "$tarball.recipe") == "${EQUIVALENT_RECIPES[$PG_MAJOR]}" ]]; then
+		say "image $tarball was built by an earlier version of this script with the same steps: keeping it"
+		printf '%s\n' "$recipe" >"$tarball.recipe.tmp"
+		mv -f "$tarball.recipe.tmp" "$tarball.recipe"
+	fi
+	if have_image; then
+		say "image already built: $tarball ($(du -h "$tarball" | cut -f1))"
+		continue
+	fi
 	if [[ -e $tarball ]]; then
 		say "image $tarball was built from another recipe: rebuilding"
 	else
 		say "image $tarball missing: building"
 	fi
 	build_image
-fi
+done

@@ -29,33 +29,62 @@ import (
 	"time"
 )
 
-// The Postgres image: scripts/setup-docker.sh builds PostgresImageTarball
-// (a root file system made by debootstrap, no image config); PostgresImage
-// loads it into a daemon with `docker import` under PostgresImageName and
-// the config below, which mirrors the official postgres image's.
+// The Postgres images: scripts/setup-docker.sh builds one tarball per major
+// version, PostgresImageTarballFor (a root file system made by debootstrap
+// from Debian's packages, no image config): 15 from bookworm, 17 from
+// trixie. PostgresImageFor loads one into a daemon with `docker import`
+// under PostgresImageNameFor and the config postgresImageChanges gives,
+// which mirrors the official postgres image's.
 const (
+	// PostgresImageName is the default (15) image's name,
+	// PostgresImageNameFor(DefaultPostgresMajor).
 	PostgresImageName = "scalr-test/postgres:15"
-	postgresPath      = "/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	// DefaultPostgresMajor is the major version PostgresImage,
+	// PostgresImageTarball and RunPostgres use, and PostgresOptions' zero
+	// Major stands for.
+	DefaultPostgresMajor = 15
 )
 
-var postgresImageChanges = []string{
-	`ENTRYPOINT ["docker-entrypoint.sh"]`,
-	`CMD ["postgres"]`,
-	"ENV PATH=" + postgresPath,
-	"ENV PGDATA=/var/lib/postgresql/data",
-	"ENV PG_MAJOR=15",
-	"ENV LANG=C.UTF-8",
-	"VOLUME /var/lib/postgresql/data",
-	"EXPOSE 5432",
-	// No USER: like the official image, the entrypoint starts as root,
-	// prepares the data directory and drops to the postgres user (setpriv)
-	// before it starts postgres; docker exec runs as root by default.
+// PostgresMajors lists the major versions scripts/setup-docker.sh builds an
+// image of.
+var PostgresMajors = []int{15, 17}
+
+// PostgresImageNameFor is the name PostgresImageFor gives the image of a
+// Postgres major version: "scalr-test/postgres:MAJOR".
+func PostgresImageNameFor(major int) string {
+	return "scalr-test/postgres:" + strconv.Itoa(major)
 }
 
-// PostgresImageTarball is where scripts/setup-docker.sh writes the image:
-// CACHE/images/scalr-postgres-15.tar.
+// postgresImageChanges is the image config `docker import --change` sets
+// for a major version.
+func postgresImageChanges(major int) []string {
+	m := strconv.Itoa(major)
+	return []string{
+		`ENTRYPOINT ["docker-entrypoint.sh"]`,
+		`CMD ["postgres"]`,
+		"ENV PATH=/usr/lib/postgresql/" + m + "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"ENV PGDATA=/var/lib/postgresql/data",
+		"ENV PG_MAJOR=" + m,
+		"ENV LANG=C.UTF-8",
+		"VOLUME /var/lib/postgresql/data",
+		"EXPOSE 5432",
+		// No USER: like the official image, the entrypoint starts as
+		// root, prepares the data directory and drops to the postgres
+		// user (setpriv) before it starts postgres; docker exec runs as
+		// root by default.
+	}
+}
+
+// PostgresImageTarball is where scripts/setup-docker.sh writes the default
+// (15) image: CACHE/images/scalr-postgres-15.tar.
 func PostgresImageTarball() string {
-	return filepath.Join(CacheDir(), "images", "scalr-postgres-15.tar")
+	return PostgresImageTarballFor(DefaultPostgresMajor)
+}
+
+// PostgresImageTarballFor is where scripts/setup-docker.sh writes the image
+// of a Postgres major version: CACHE/images/scalr-postgres-MAJOR.tar.
+func PostgresImageTarballFor(major int) string {
+	return filepath.Join(CacheDir(), "images", "scalr-postgres-"+strconv.Itoa(major)+".tar")
 }
 
 // DockerStorageDriverEnv names the variable that picks dockerd's storage
@@ -82,9 +111,8 @@ type Docker struct {
 	stopOnce sync.Once
 	stopErr  error
 
-	imageMu  sync.Mutex
-	imageErr error
-	imageOK  bool
+	imageMu sync.Mutex
+	images  map[int]error // major version -> its import's outcome (nil: imported)
 }
 
 // Host is the DOCKER_HOST value for this daemon: "unix:///tmp/…/docker.sock".
@@ -864,68 +892,125 @@ func (d *Docker) CLI(t testing.TB, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// PostgresImage loads the Postgres image scripts/setup-docker.sh built into
-// this daemon (once; `docker import` with the image config) and returns its
-// name, PostgresImageName. Without the tarball the test is skipped, or fails
-// under SCALR_BACKUP_REQUIRE_INTEGRATION=1.
+// PostgresImage loads the default (15) Postgres image scripts/setup-docker.sh
+// built into this daemon and returns its name, PostgresImageName: see
+// PostgresImageFor.
 func (d *Docker) PostgresImage(t testing.TB) string {
 	t.Helper()
-	tarball := PostgresImageTarball()
-	if _, err := os.Stat(tarball); err != nil {
-		Missing(t, "Postgres image %s not found: run scripts/setup-docker.sh", tarball)
-	}
-	d.imageMu.Lock()
-	defer d.imageMu.Unlock()
-	if !d.imageOK && d.imageErr == nil {
-		d.imageErr = d.importPostgres(tarball)
-		d.imageOK = d.imageErr == nil
-	}
-	if d.imageErr != nil {
-		t.Fatalf("import the Postgres image: %v", d.imageErr)
-	}
-	return PostgresImageName
+	return d.PostgresImageFor(t, DefaultPostgresMajor)
 }
 
-func (d *Docker) importPostgres(tarball string) error {
+// PostgresImageFor loads the image of Postgres major version major that
+// scripts/setup-docker.sh built (PostgresImageTarballFor) into this daemon,
+// once per daemon (`docker import` with the image config), and returns its
+// name, PostgresImageNameFor(major). Without the tarball the test is
+// skipped, or fails under SCALR_BACKUP_REQUIRE_INTEGRATION=1.
+func (d *Docker) PostgresImageFor(t testing.TB, major int) string {
+	t.Helper()
+	if major <= 0 {
+		t.Fatalf("PostgresImageFor: major version %d", major)
+	}
+	tarball := PostgresImageTarballFor(major)
+	if _, err := os.Stat(tarball); err != nil {
+		Missing(t, "Postgres %d image %s not found: run scripts/setup-docker.sh", major, tarball)
+	}
+	// One import at a time: a second caller for the same version waits for
+	// the first, and a failed import is not retried.
+	d.imageMu.Lock()
+	defer d.imageMu.Unlock()
+	err, done := d.images[major]
+	if !done {
+		err = d.importPostgres(tarball, major)
+		if d.images == nil {
+			d.images = map[int]error{}
+		}
+		d.images[major] = err
+	}
+	if err != nil {
+		t.Fatalf("import the Postgres %d image: %v", major, err)
+	}
+	return PostgresImageNameFor(major)
+}
+
+func (d *Docker) importPostgres(tarball string, major int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	args := []string{"import"}
-	for _, c := range postgresImageChanges {
+	for _, c := range postgresImageChanges(major) {
 		args = append(args, "--change", c)
 	}
-	args = append(args, tarball, PostgresImageName)
+	args = append(args, tarball, PostgresImageNameFor(major))
 	_, err := d.Run(ctx, nil, args...)
 	return err
 }
 
 // --- Postgres containers ---------------------------------------------------------
 
-// Container is a Postgres container started by RunPostgres.
+// Container is a Postgres container started by RunPostgres or
+// RunPostgresWith.
 type Container struct {
 	Name     string
 	ID       string
+	Major    int    // the Postgres major version of its image
 	User     string // POSTGRES_USER: the superuser
 	DB       string // POSTGRES_DB: the database made on first start
 	Password string // POSTGRES_PASSWORD
 	d        *Docker
 }
 
-// RunPostgres starts a container of the Postgres image named name with
-// --network none, the environment env (POSTGRES_USER, POSTGRES_PASSWORD,
-// POSTGRES_DB... as the official image reads them) and the labels, waits
-// until its database answers queries, and removes it (with its volume)
-// when the test ends.
-//
-// Defaults, for tests: a random POSTGRES_PASSWORD unless env sets one (or
-// POSTGRES_HOST_AUTH_METHOD); POSTGRES_INITDB_ARGS=--no-sync unless set;
-// the server runs with -c fsync=off (nothing here must survive a host
-// crash). The environment reaches docker through an --env-file of mode
-// 0600, never argv.
+// PostgresOptions configures a container RunPostgresWith starts.
+type PostgresOptions struct {
+	// Major is the Postgres major version, whose image PostgresImageFor
+	// loads; 0 means DefaultPostgresMajor (15).
+	Major int
+	// Env is the container's environment (POSTGRES_USER,
+	// POSTGRES_PASSWORD, POSTGRES_DB... as the official image reads them).
+	Env map[string]string
+	// Labels are the container's labels.
+	Labels map[string]string
+	// Tmpfs mounts a tmpfs at each path, with the mount options given
+	// (as `docker run --tmpfs PATH:OPTIONS`; "" for docker's defaults),
+	// e.g. {"/var/lib/postgresql/data": "size=64m"}: the entrypoint makes
+	// the postgres user own PGDATA, whatever mounts it.
+	Tmpfs map[string]string
+	// Volumes are `docker run --volume` specs, e.g.
+	// "name:/var/lib/postgresql/data". Named volumes outlive the container
+	// (its cleanup removes only anonymous ones): a test that wants a
+	// named volume gone removes it itself.
+	Volumes []string
+	// Cmd is the container's command (arguments to the entrypoint, as
+	// `docker run IMAGE CMD...`); nil means postgres -c fsync=off, empty
+	// but not nil the image's CMD, plain postgres.
+	Cmd []string
+}
+
+// RunPostgres starts a container of the default (15) Postgres image named
+// name with the environment env and the labels: RunPostgresWith with
+// PostgresOptions{Env: env, Labels: labels}.
 func (d *Docker) RunPostgres(t testing.TB, name string, env, labels map[string]string) *Container {
 	t.Helper()
-	image := d.PostgresImage(t)
+	return d.RunPostgresWith(t, name, PostgresOptions{Env: env, Labels: labels})
+}
 
-	env = maps.Clone(env)
+// RunPostgresWith starts a container of the Postgres image of o.Major named
+// name with --network none and o's environment, labels, tmpfs mounts,
+// volumes and command, waits until its database answers queries, and
+// removes it (with its anonymous volumes) when the test ends.
+//
+// Defaults, for tests: a random POSTGRES_PASSWORD unless o.Env sets one (or
+// POSTGRES_HOST_AUTH_METHOD); POSTGRES_INITDB_ARGS=--no-sync unless set;
+// the server runs with -c fsync=off unless o.Cmd says otherwise (nothing
+// here must survive a host crash). The environment reaches docker through
+// an --env-file of mode 0600, never argv.
+func (d *Docker) RunPostgresWith(t testing.TB, name string, o PostgresOptions) *Container {
+	t.Helper()
+	major := o.Major
+	if major == 0 {
+		major = DefaultPostgresMajor
+	}
+	image := d.PostgresImageFor(t, major)
+
+	env := maps.Clone(o.Env)
 	if env == nil {
 		env = map[string]string{}
 	}
@@ -935,7 +1020,8 @@ func (d *Docker) RunPostgres(t testing.TB, name string, env, labels map[string]s
 	if _, ok := env["POSTGRES_INITDB_ARGS"]; !ok {
 		env["POSTGRES_INITDB_ARGS"] = "--no-sync"
 	}
-	c := &Container{Name: name, User: env["POSTGRES_USER"], DB: env["POSTGRES_DB"], Password: env["POSTGRES_PASSWORD"], d: d}
+	c := &Container{Name: name, Major: major, User: env["POSTGRES_USER"], DB: env["POSTGRES_DB"],
+		Password: env["POSTGRES_PASSWORD"], d: d}
 	if c.User == "" {
 		c.User = "postgres"
 	}
@@ -960,10 +1046,28 @@ func (d *Docker) RunPostgres(t testing.TB, name string, env, labels map[string]s
 		// The official image's STOPSIGNAL (docker import cannot set one):
 		// fast shutdown.
 		"--stop-signal", "SIGINT"}
-	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		args = append(args, "--label", k+"="+labels[k])
+	for _, k := range slices.Sorted(maps.Keys(o.Labels)) {
+		args = append(args, "--label", k+"="+o.Labels[k])
 	}
-	args = append(args, image, "postgres", "-c", "fsync=off")
+	for _, p := range slices.Sorted(maps.Keys(o.Tmpfs)) {
+		if !strings.HasPrefix(p, "/") || strings.Contains(p, ":") {
+			t.Fatalf("RunPostgresWith: tmpfs path %q: must be absolute, without ':'", p)
+		}
+		spec := p
+		if opts := o.Tmpfs[p]; opts != "" {
+			spec += ":" + opts
+		}
+		args = append(args, "--tmpfs", spec)
+	}
+	for _, v := range o.Volumes {
+		args = append(args, "--volume", v)
+	}
+	args = append(args, image)
+	if o.Cmd == nil {
+		args = append(args, "postgres", "-c", "fsync=off")
+	} else {
+		args = append(args, o.Cmd...)
+	}
 	c.ID = d.CLI(t, args...)
 	t.Cleanup(func() {
 		if t.Failed() {

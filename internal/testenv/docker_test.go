@@ -4,13 +4,16 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMain stops the shared services (SharedDocker's daemon) after the
@@ -138,6 +141,130 @@ func TestDockerPostgresNotRoot(t *testing.T) {
 		if out := string(c.Exec(t, nil, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", tool, "--version")); !strings.Contains(out, "(PostgreSQL) 15.") {
 			t.Errorf("%s --version: %q", tool, out)
 		}
+	}
+}
+
+// TestDockerPostgresMajors runs a container of each Postgres image
+// scripts/setup-docker.sh builds (17 from trixie, 15 from bookworm; 15 also
+// as PostgresOptions' zero Major) in the shared daemon and checks the
+// server's and the client tools' versions and the image config.
+func TestDockerPostgresMajors(t *testing.T) {
+	Integration(t)
+	d := SharedDocker(t)
+	for _, tc := range []struct {
+		major, want int
+	}{{17, 17}, {15, 15}, {0, DefaultPostgresMajor}} {
+		t.Run(strconv.Itoa(tc.major), func(t *testing.T) {
+			t.Parallel()
+			name := "scalr-testenv-major-" + strconv.Itoa(tc.major)
+			c := d.RunPostgresWith(t, name, PostgresOptions{Major: tc.major,
+				Env: map[string]string{"POSTGRES_DB": "majordb"}})
+			if c.Major != tc.want || c.DB != "majordb" || c.User != "postgres" {
+				t.Fatalf("container %+v", c)
+			}
+			want := strconv.Itoa(tc.want)
+			if got := c.Psql(t, "", "SHOW server_version_num"); !strings.HasPrefix(got, want) || len(got) != 6 {
+				t.Errorf("server_version_num %q, want %sxxxx", got, want)
+			}
+			// The client tools on the image's PATH are the server's version.
+			for _, tool := range []string{"pg_dump", "pg_restore", "psql", "/usr/bin/pg_dump"} {
+				if out := string(c.Exec(t, nil, tool, "--version")); !strings.Contains(out, "(PostgreSQL) "+want+".") {
+					t.Errorf("%s --version: %q", tool, out)
+				}
+			}
+			inspect := d.CLI(t, "inspect", "--format", `{{.Config.Image}} {{json .Config.Env}}`, name)
+			image, envJSON, _ := strings.Cut(inspect, " ")
+			var env []string
+			if err := json.Unmarshal([]byte(envJSON), &env); err != nil {
+				t.Fatalf("inspect: %q: %v", inspect, err)
+			}
+			if image != PostgresImageNameFor(tc.want) {
+				t.Errorf("image %q, want %q", image, PostgresImageNameFor(tc.want))
+			}
+			for _, w := range []string{"PG_MAJOR=" + want, "PATH=/usr/lib/postgresql/" + want + "/bin:"} {
+				if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, w) }) {
+					t.Errorf("container environment %q lacks %q", env, w)
+				}
+			}
+		})
+	}
+}
+
+// TestDockerPostgresTmpfsData runs each Postgres image with PGDATA on a
+// 64 MiB tmpfs: the entrypoint makes the postgres user own it, initdb and
+// the server work there, and df inside the container shows the small size.
+func TestDockerPostgresTmpfsData(t *testing.T) {
+	Integration(t)
+	d := SharedDocker(t)
+	const pgdata = "/var/lib/postgresql/data"
+	for _, major := range PostgresMajors {
+		t.Run(strconv.Itoa(major), func(t *testing.T) {
+			t.Parallel()
+			name := "scalr-testenv-tmpfs-" + strconv.Itoa(major)
+			c := d.RunPostgresWith(t, name, PostgresOptions{Major: major,
+				Tmpfs: map[string]string{pgdata: "size=64m"}})
+
+			// df -P -k: the second line's second field is the size in KiB.
+			df := strings.Split(strings.TrimSpace(string(c.Exec(t, nil, "df", "-P", "-k", pgdata))), "\n")
+			if len(df) != 2 {
+				t.Fatalf("df: %q", df)
+			}
+			fields := strings.Fields(df[1])
+			if len(fields) < 6 || fields[0] != "tmpfs" || fields[1] != "65536" || fields[5] != pgdata {
+				t.Errorf("PGDATA is not on a 64 MiB tmpfs:\n%s", strings.Join(df, "\n"))
+			}
+			if got := strings.TrimSpace(string(c.Exec(t, nil, "stat", "-c", "%U %a", pgdata))); got != "postgres 700" {
+				t.Errorf("PGDATA owner and mode: %q, want postgres 700", got)
+			}
+			// No anonymous volume for the image's VOLUME: the tmpfs
+			// takes its place.
+			if mounts := d.CLI(t, "inspect", "--format", "{{len .Mounts}}", name); mounts != "0" {
+				t.Errorf("%s volume mounts besides the tmpfs", mounts)
+			}
+
+			c.Psql(t, "", `
+				CREATE TABLE t AS SELECT g AS id, repeat('x', 100) AS pad FROM generate_series(1, 10000) g;
+				CHECKPOINT;`)
+			if got := c.Psql(t, "", "SELECT count(*) FROM t"); got != "10000" {
+				t.Errorf("rows: %q", got)
+			}
+			if got := c.Psql(t, "", "SHOW data_directory"); got != pgdata {
+				t.Errorf("data_directory %q", got)
+			}
+		})
+	}
+}
+
+// TestDockerPostgresVolumeCmd runs the 17 image with PGDATA on a named
+// volume and its own command: the volume is mounted and outlives the
+// container, the command's settings reach the server.
+func TestDockerPostgresVolumeCmd(t *testing.T) {
+	Integration(t)
+	d := SharedDocker(t)
+	const volume = "scalr-testenv-volume-data"
+	// Registered first, so it runs after the container's removal.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := d.Run(ctx, nil, "volume", "rm", volume); err != nil {
+			t.Errorf("remove volume %s: %v", volume, err)
+		}
+	})
+	const name = "scalr-testenv-volume-db"
+	t.Run("container", func(t *testing.T) {
+		c := d.RunPostgresWith(t, name, PostgresOptions{Major: 17,
+			Volumes: []string{volume + ":/var/lib/postgresql/data"},
+			Cmd:     []string{"postgres", "-c", "fsync=off", "-c", "work_mem=7MB"}})
+		if got := c.Psql(t, "", "SHOW work_mem"); got != "7MB" {
+			t.Errorf("work_mem %q", got)
+		}
+		if got := d.CLI(t, "inspect", "--format", `{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}}{{end}}`, name); got != "volume "+volume+" /var/lib/postgresql/data" {
+			t.Errorf("mounts: %q", got)
+		}
+		c.Psql(t, "", "CREATE TABLE kept (id int)")
+	})
+	if got := d.CLI(t, "volume", "inspect", "--format", "{{.Name}}", volume); got != volume {
+		t.Errorf("named volume gone with its container: %q", got)
 	}
 }
 
