@@ -51,7 +51,9 @@ type DrillOptions struct {
 	ReadyTimeout time.Duration
 	// NoRecord skips saving the drill record snapshot.
 	NoRecord bool
-	// Hostname and ProgramVersion go to the record's snapshot.
+	// Hostname is the host the drill runs for: only its backups are
+	// considered (any host's when empty), and it is the record's host.
+	// ProgramVersion goes to the record's snapshot.
 	Hostname       string
 	ProgramVersion string
 	// Warn receives notes that do not fail the drill.
@@ -136,7 +138,7 @@ func Drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 }
 
 func drill(ctx context.Context, d Docker, r *repo.Repository, containerName string, opts DrillOptions, res *DrillResult, warn func(string)) (err error) {
-	sn, m, err := FindBackup(ctx, r, containerName, opts.Snapshot)
+	sn, m, err := FindBackup(ctx, r, containerName, opts.Snapshot, opts.Hostname)
 	if err != nil {
 		return err
 	}
@@ -190,7 +192,7 @@ func drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 	if err := waitReady(ctx, d, name, spec.user, timeout); err != nil {
 		return err
 	}
-	rr, rerr := Restore(ctx, d, r, containerName, sn.ID.String(), RestoreOptions{Into: name, Globals: true})
+	rr, rerr := Restore(ctx, d, r, containerName, sn.ID.String(), RestoreOptions{Into: name, Host: opts.Hostname, Globals: true, DropPrevious: true})
 	if rr != nil {
 		res.Warnings = rr.Warnings
 		for _, db := range rr.Databases {

@@ -634,7 +634,7 @@ func (fx *pgFixture) testDrill(t *testing.T) {
 	if !errors.Is(err, ErrCountMismatch) || !strings.Contains(err.Error(), "public.sessions: 11 rows in the manifest, 10 restored") || res.Passed {
 		t.Errorf("drill of a tampered manifest: %v", err)
 	}
-	rec, err := fx.r.FindSnapshot(ctx, "latest", repo.SnapshotFilter{Tags: []string{DrillTag + "," + name + "," + DrillFailedTag}})
+	rec, err := fx.r.FindSnapshot(ctx, "latest", repo.SnapshotFilter{Tags: []string{DrillTag + "," + DrillOfTagPrefix + name + "," + DrillFailedTag}})
 	if err != nil || rec.ID != res.RecordID {
 		t.Errorf("failed drill record: %v", err)
 	}

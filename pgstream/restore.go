@@ -176,9 +176,9 @@ type RestorePlan struct {
 	// target; Run drops them first (those still in use are left alone).
 	Leftovers []string
 
-	nodes   map[string]*repo.Node       // dump file nodes, by database name
-	schemas map[string]*archiveSchema   // the dumps' TOCs, by database name
-	globals string                      // globals.sql, when Globals
+	nodes   map[string]*repo.Node     // dump file nodes, by database name
+	schemas map[string]*archiveSchema // the dumps' TOCs, by database name
+	globals string                    // globals.sql, when Globals
 }
 
 // ServerFacts are what the preflight learned of the target server.

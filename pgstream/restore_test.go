@@ -227,7 +227,7 @@ func TestDrillFake(t *testing.T) {
 		!strings.HasPrefix(cfg.Image, "sha256:") || !slices.Contains(cfg.Cmd, "fsync=off") {
 		t.Errorf("drill container config %+v", cfg)
 	}
-	sn, err := r.FindSnapshot(context.Background(), "latest", repo.SnapshotFilter{Tags: []string{"drill,scalr-app-db,drill-passed"}})
+	sn, err := r.FindSnapshot(context.Background(), "latest", repo.SnapshotFilter{Tags: []string{"drill,drill-of:scalr-app-db,drill-passed"}})
 	if err != nil || sn.ID != dr.RecordID || sn.Paths[0] != "/drill/scalr-app-db.json" {
 		t.Fatalf("record snapshot %v %+v", err, sn)
 	}
@@ -250,7 +250,7 @@ func TestDrillFake(t *testing.T) {
 	if len(f.created) != 2 || !slices.Equal(f.created, f.removed) {
 		t.Fatalf("created %q removed %q", f.created, f.removed)
 	}
-	if _, err := r.FindSnapshot(context.Background(), "latest", repo.SnapshotFilter{Tags: []string{"drill,scalr-app-db,drill-failed"}}); err != nil {
+	if _, err := r.FindSnapshot(context.Background(), "latest", repo.SnapshotFilter{Tags: []string{"drill,drill-of:scalr-app-db,drill-failed"}}); err != nil {
 		t.Fatalf("no failed-drill record: %v", err)
 	}
 

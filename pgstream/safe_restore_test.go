@@ -146,7 +146,7 @@ func TestSafeRestore(t *testing.T) {
 	})
 
 	t.Run("leftovers", func(t *testing.T) {
-		c.Psql(t, "postgres", `CREATE DATABASE scalr_restore_20200101T000000Z_app; CREATE DATABASE scalr_restore_20200101T000001Z_app;`)
+		c.Psql(t, "postgres", `CREATE DATABASE "scalr_restore_20200101T000000Z_app"; CREATE DATABASE "scalr_restore_20200101T000001Z_app";`)
 		// A session in the second: another restore at work.
 		holdCtx, stopHold := context.WithCancel(ctx)
 		hold := d.Command(holdCtx, "exec", c.Name, "psql", "-U", "app", "-d", "scalr_restore_20200101T000001Z_app", "-c", "SELECT pg_sleep(600);")
@@ -178,7 +178,7 @@ func TestSafeRestore(t *testing.T) {
 		}
 		stopHold()
 		hold.Wait()
-		c.Psql(t, "postgres", `DROP DATABASE scalr_restore_20200101T000001Z_app WITH (FORCE);`)
+		c.Psql(t, "postgres", `DROP DATABASE "scalr_restore_20200101T000001Z_app" WITH (FORCE);`)
 		// That restore replaced the live database with the backup, and
 		// dropped what it replaced: put the test's live state back.
 		sameSums(t, "restored with --drop-previous", checksums(t, c, "app"), backedUp)
@@ -280,4 +280,84 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestSafeRestoreVersionsAndRoom: a Postgres 17 backup restored into a 15
+// container is refused before anything is created, a 15 backup restores
+// into 17, and a data directory without room for the side copy is refused
+// by the preflight with the numbers; every refusal leaves the live database
+// as it was.
+func TestSafeRestoreVersionsAndRoom(t *testing.T) {
+	testenv.Integration(t)
+	d := testenv.SharedDocker(t)
+	ctx := context.Background()
+	env := map[string]string{"POSTGRES_USER": "app", "POSTGRES_DB": "app"}
+	c15 := d.RunPostgresWith(t, "scalr-v15-db", testenv.PostgresOptions{Major: 15, Env: env})
+	c17 := d.RunPostgresWith(t, "scalr-v17-db", testenv.PostgresOptions{Major: 17, Env: env})
+	// PGDATA on a 160 MiB tmpfs: the cluster takes about 40 MiB, the
+	// database below about 60 MiB, so a second copy cannot fit.
+	small := d.RunPostgresWith(t, "scalr-small-db", testenv.PostgresOptions{Env: env,
+		Tmpfs: map[string]string{"/var/lib/postgresql/data": "size=160m"}})
+	seed := `CREATE TABLE items (id int PRIMARY KEY, name text);
+INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 500) i;`
+	for _, c := range []*testenv.Container{c15, c17} {
+		c.Psql(t, "", seed+"INSERT INTO items VALUES (1000, 'major "+fmt.Sprint(c.Major)+"');")
+	}
+	small.Psql(t, "", seed+`CREATE TABLE bulk (id bigint, payload text);
+INSERT INTO bulk SELECT i, repeat(md5(i::text), 6) FROM generate_series(1, 200000) i;`)
+	dc, err := Connect(ctx, d.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	r, err := repo.Init(ctx, local.New(filepath.Join(t.TempDir(), "repo")), itPassword, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, c := range []*testenv.Container{c15, c17, small} {
+		tg, err := InspectTarget(ctx, dc, c.Name, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := BackupContainer(ctx, dc, r, tg, BackupOptions{Hostname: "h"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sums15, sums17, sumsSmall := checksums(t, c15, "app"), checksums(t, c17, "app"), checksums(t, small, "app")
+
+	t.Run("17-into-15-refused", func(t *testing.T) {
+		_, err := Restore(ctx, dc, r, c17.Name, "latest", RestoreOptions{Into: c15.Name, Host: "h"})
+		if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "newer major version") {
+			t.Fatalf("17 into 15: %v", err)
+		}
+		// The 15 pg_restore cannot read 17's archive either: said too.
+		if !strings.Contains(err.Error(), "cannot read the dump") {
+			t.Errorf("17 into 15: the archive check is missing: %v", err)
+		}
+		t.Logf("refused: %v", err)
+		sameSums(t, "15 after the refusal", checksums(t, c15, "app"), sums15)
+		if side := sideDatabases(t, c15); side != "" {
+			t.Errorf("side databases: %s", side)
+		}
+	})
+	t.Run("15-into-17", func(t *testing.T) {
+		res, err := Restore(ctx, dc, r, c15.Name, "latest", RestoreOptions{Into: c17.Name, Host: "h"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameSums(t, "15's backup in 17", checksums(t, c17, "app"), sums15)
+		sameSums(t, "17's own, kept", checksums(t, c17, res.Databases[0].Previous), sums17)
+	})
+	t.Run("no-room", func(t *testing.T) {
+		_, err := Restore(ctx, dc, r, small.Name, "latest", RestoreOptions{Host: "h"})
+		if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "not enough room") || !strings.Contains(err.Error(), "MiB free") {
+			t.Fatalf("no room: %v", err)
+		}
+		t.Logf("refused: %v", err)
+		sameSums(t, "small after the refusal", checksums(t, small, "app"), sumsSmall)
+		if side := sideDatabases(t, small); side != "" {
+			t.Errorf("side databases: %s", side)
+		}
+	})
 }

@@ -104,9 +104,12 @@ first and the original owners are kept.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			container, ref := args[0], args[1]
-			host, err := a.hostIdentity(host)
+			self, err := a.hostIdentity("")
 			if err != nil {
 				return err
+			}
+			if host == "" {
+				host = self
 			}
 			d, err := a.connectDocker(ctx)
 			if err != nil {
@@ -140,7 +143,7 @@ first and the original owners are kept.`,
 				}}
 			plan, err := pgstream.PlanRestore(ctx, d, r, container, ref, opts)
 			if plan != nil && (err == nil || errors.Is(err, pgstream.ErrPreflight)) {
-				a.describeRestore(plan, host)
+				a.describeRestore(plan, self)
 			}
 			if err != nil {
 				return err
@@ -252,13 +255,14 @@ func (a *app) printRestoreStep(s pgstream.RestoreStep) {
 	}
 }
 
-// describeRestore tells, on standard error, what a restore will do.
-func (a *app) describeRestore(plan *pgstream.RestorePlan, host string) {
+// describeRestore tells, on standard error, what a restore will do; self
+// is this host's identity, to point out a backup of another host.
+func (a *app) describeRestore(plan *pgstream.RestorePlan, self string) {
 	w := a.stderr
 	sn := plan.Snapshot
 	fmt.Fprintf(w, "Restore of container %s from snapshot %s (taken %s on host %s", plan.Container, sn.ID.Str(), sn.Time.Local().Format("2006-01-02 15:04:05"), sn.Hostname)
-	if sn.Hostname != host {
-		fmt.Fprintf(w, ", NOT this host %s", host)
+	if sn.Hostname != self {
+		fmt.Fprintf(w, ", NOT this host %s", self)
 	}
 	fmt.Fprintf(w, ", Postgres %s)", plan.Manifest.ServerVersion)
 	if s := plan.Server; s != nil {

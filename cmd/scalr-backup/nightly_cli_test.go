@@ -373,11 +373,11 @@ func TestNightlyAgreesWithPgstream(t *testing.T) {
 	}
 	name := "scalr-app-db"
 	sn := &repo.Snapshot{Paths: []string{"/" + name}, Tags: []string{name}}
-	if got, ok := nightly.ContainerOf(sn); !ok || got != name || !pgstream.ContainerSnapshotFilter(name).Matches(sn) {
+	if got, ok := nightly.ContainerOf(sn); !ok || got != name || !pgstream.ContainerSnapshotFilter(name, "").Matches(sn) {
 		t.Error("container backup shape differs")
 	}
 	drill := &repo.Snapshot{Paths: []string{pgstream.DrillRecordPath(name)}, Tags: []string{pgstream.DrillTag, name, pgstream.DrillPassedTag}, Time: time.Now()}
-	if _, ok := nightly.ContainerOf(drill); ok || pgstream.ContainerSnapshotFilter(name).Matches(drill) {
+	if _, ok := nightly.ContainerOf(drill); ok || pgstream.ContainerSnapshotFilter(name, "").Matches(drill) {
 		t.Error("a drill record passes for a backup")
 	}
 	inv := nightly.Inventory([]*repo.Snapshot{drill}, "")

@@ -67,7 +67,7 @@ func pgRunCLI(t *testing.T, env map[string]string, stdin io.Reader, args ...stri
 // pgSums is every table's row count and rows' checksum in db.
 func pgSums(t *testing.T, c *testenv.Container, db string) string {
 	t.Helper()
-	tables := c.Psql(t, db, `SELECT string_agg(format('%I.%I', schemaname, tablename), E'\n' ORDER BY 1) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`)
+	tables := c.Psql(t, db, `SELECT string_agg(format('%I.%I', schemaname, tablename), E'\n' ORDER BY schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`)
 	var q strings.Builder
 	for _, tbl := range strings.Split(tables, "\n") {
 		if tbl != "" {
