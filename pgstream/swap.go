@@ -367,18 +367,35 @@ func (rs *restoreRun) dropLeftovers() (dropped, inUse []string) {
 
 // Leftovers lists a container's side databases of interrupted restores.
 func Leftovers(ctx context.Context, d Docker, containerName, user string) ([]string, error) {
+	st, err := RestoreStateOf(ctx, d, containerName, user)
+	if err != nil {
+		return nil, err
+	}
+	return st.Leftovers, nil
+}
+
+// RestoreState is what restores left in a container: side databases of
+// interrupted restores (dropped by the next restore) and the databases
+// swaps replaced and kept (see DropReplaced, SwapBack).
+type RestoreState struct {
+	Leftovers []string           `json:"interrupted_restores,omitempty"`
+	Replaced  []ReplacedDatabase `json:"replaced_databases,omitempty"`
+}
+
+// RestoreStateOf looks at a container's databases for what restores left.
+func RestoreStateOf(ctx context.Context, d Docker, containerName, user string) (*RestoreState, error) {
 	s, err := serverFacts(ctx, d, containerName, user)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	st := &RestoreState{Replaced: s.replaced()}
 	for name := range s.databases {
 		if strings.HasPrefix(name, sidePrefix) {
-			out = append(out, name)
+			st.Leftovers = append(st.Leftovers, name)
 		}
 	}
-	slices.Sort(out)
-	return out, nil
+	slices.Sort(st.Leftovers)
+	return st, nil
 }
 
 // ListReplaced lists the databases restores replaced and kept in a
@@ -388,11 +405,11 @@ func ListReplaced(ctx context.Context, d Docker, containerName string) ([]Replac
 	if err != nil {
 		return nil, err
 	}
-	s, err := serverFacts(ctx, d, containerName, user)
+	st, err := RestoreStateOf(ctx, d, containerName, user)
 	if err != nil {
 		return nil, err
 	}
-	return s.replaced(), nil
+	return st.Replaced, nil
 }
 
 func (s *ServerFacts) replaced() []ReplacedDatabase {

@@ -69,8 +69,11 @@ labelled scalr.backup=true, minus those labelled scalr.backup=false.
 
 For each: the image, the Postgres version, POSTGRES_USER and the databases a
 backup dumps (POSTGRES_DB; every database with --all-databases or the label
-scalr.backup.all-databases=true). The Docker engine is the one DOCKER_HOST
-names, else /var/run/docker.sock. Finding no container is not an error.`,
+scalr.backup.all-databases=true). Databases left by restores are named in
+warnings: a side database of an interrupted restore (the next restore drops
+it) and replaced databases kept (see previous). The Docker engine is the one
+DOCKER_HOST names, else /var/run/docker.sock. Finding no container is not an
+error.`,
 		Example: `  scalr-backup discover
   scalr-backup discover --json | jq -r '.[].container'`,
 		Args: cobra.NoArgs,
@@ -88,11 +91,30 @@ names, else /var/run/docker.sock. Finding no container is not an error.`,
 			if len(targets) == 0 {
 				a.warnf("no running Postgres container matches (%s)", df.describe())
 			}
-			if a.jsonOutput {
-				if targets == nil {
-					targets = []pgstream.Target{}
+			// What restores left behind: an interrupted one's side
+			// database, replaced databases kept.
+			type targetJSON struct {
+				pgstream.Target
+				*pgstream.RestoreState
+			}
+			listed := []targetJSON{}
+			for _, t := range targets {
+				st, err := pgstream.RestoreStateOf(ctx, d, t.Container, t.User)
+				if err != nil {
+					a.warnf("container %s: what restores left not checked: %v", t.Container, err)
+				} else {
+					for _, name := range st.Leftovers {
+						a.warnf("container %s: database %s was left by an interrupted restore; the next restore drops it", t.Container, name)
+					}
+					for _, rd := range st.Replaced {
+						a.warnf("container %s: database %s (%s) is kept from a restore; scalr-backup previous %s lists, drops or swaps it back",
+							t.Container, rd.Name, bytesHuman(uint64(rd.Bytes)), t.Container)
+					}
 				}
-				return json.NewEncoder(a.stdout).Encode(targets)
+				listed = append(listed, targetJSON{t, st})
+			}
+			if a.jsonOutput {
+				return json.NewEncoder(a.stdout).Encode(listed)
 			}
 			if len(targets) == 0 {
 				return nil

@@ -126,8 +126,16 @@ INSERT INTO bulk SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 40000
 	if got := pgSums(t, c, "app"); got != live {
 		t.Fatalf("killed mid pg_restore: the live database changed:\n%s\nwant\n%s", got, live)
 	}
-	if dbs := databases(t, c); !strings.HasPrefix(dbs, "app scalr_restore_") {
+	dbs := databases(t, c)
+	if !strings.HasPrefix(dbs, "app scalr_restore_") {
 		t.Fatalf("killed mid pg_restore: databases %q, want app and the side database", dbs)
+	}
+	// discover names the leftover.
+	side := strings.Fields(dbs)[1]
+	res := pgRunCLI(t, env, nil, "discover", "--json")
+	if res.code != 0 || !strings.Contains(res.stdout, `"interrupted_restores":["`+side+`"]`) ||
+		!strings.Contains(res.stderr, "database "+side+" was left by an interrupted restore") {
+		t.Fatalf("discover after a killed restore: %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
 
 	// Killed inside the swap transaction, after both renames, before COMMIT.
@@ -158,32 +166,32 @@ INSERT INTO bulk SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 40000
 	if got := pgSums(t, c, "app"); got != backedUp {
 		t.Fatalf("killed after COMMIT: the live database is not the backup:\n%s\nwant\n%s", got, backedUp)
 	}
-	dbs := strings.Fields(databases(t, c))
-	if len(dbs) != 2 || dbs[0] != "app" || !strings.HasPrefix(dbs[1], "app__replaced_") {
-		t.Fatalf("killed after COMMIT: databases %q", dbs)
+	kept := strings.Fields(databases(t, c))
+	if len(kept) != 2 || kept[0] != "app" || !strings.HasPrefix(kept[1], "app__replaced_") {
+		t.Fatalf("killed after COMMIT: databases %q", kept)
 	}
-	if got := pgSums(t, c, dbs[1]); got != live {
-		t.Fatalf("the replaced database %s is not the old live one", dbs[1])
+	if got := pgSums(t, c, kept[1]); got != live {
+		t.Fatalf("the replaced database %s is not the old live one", kept[1])
 	}
 
 	// A whole restore afterwards, with --json: the previous is reported,
 	// nothing is left over; then swap back by the documented command.
 	delete(env, testStallEnv)
-	res := pgRunCLI(t, env, nil, "restore", c.Name, "latest", "--yes", "--json")
+	res = pgRunCLI(t, env, nil, "restore", c.Name, "latest", "--yes", "--json")
 	var out restoreJSON
 	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil || res.code != 0 || !out.OK || len(out.Databases) != 1 ||
 		!strings.HasPrefix(out.Databases[0].Previous, "app__replaced_") || out.Databases[0].PreviousBytes == 0 || out.Host != "host-a" {
 		t.Fatalf("restore --json: %d %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
 	}
 	res = pgRunCLI(t, env, nil, "previous", c.Name)
-	if res.code != 0 || !strings.Contains(res.stdout, out.Databases[0].Previous) || !strings.Contains(res.stdout, dbs[1]) {
+	if res.code != 0 || !strings.Contains(res.stdout, out.Databases[0].Previous) || !strings.Contains(res.stdout, kept[1]) {
 		t.Fatalf("previous: %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
-	res = pgRunCLI(t, env, nil, "previous", c.Name, "swap-back", dbs[1])
+	res = pgRunCLI(t, env, nil, "previous", c.Name, "swap-back", kept[1])
 	if res.code == 0 || !strings.Contains(res.stderr, "without --yes") {
 		t.Fatalf("swap-back without --yes: %d %s", res.code, res.stderr)
 	}
-	res = pgRunCLI(t, env, nil, "previous", c.Name, "swap-back", dbs[1], "--yes")
+	res = pgRunCLI(t, env, nil, "previous", c.Name, "swap-back", kept[1], "--yes")
 	if res.code != 0 || !strings.Contains(res.stdout, "is back as app") {
 		t.Fatalf("swap-back: %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
