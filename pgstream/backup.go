@@ -79,6 +79,9 @@ func BackupContainer(ctx context.Context, d Docker, r *repo.Repository, t Target
 }
 
 func backupContainer(ctx context.Context, d Docker, r *repo.Repository, t Target, opts BackupOptions) (*Result, error) {
+	if t.Problem != "" {
+		return nil, fmt.Errorf("%w: %s", ErrCannotBackUp, t.Problem)
+	}
 	start := time.Now()
 	args := opts.PgDumpArgs
 	if args == nil {

@@ -70,16 +70,23 @@ type Target struct {
 	// MatchedBy says why the container was selected: "name scalr-*-db",
 	// "label scalr.backup=true" or "named".
 	MatchedBy string `json:"matched_by"`
+	// Problem, when set, says why this selected container cannot be
+	// backed up now (not running, no Postgres in it, no connection): the
+	// fields above are filled as far as known, and a backup of it fails
+	// with this reason. A selected container is never left out in silence.
+	Problem string `json:"problem,omitempty"`
 }
 
-// Discover lists the running containers to back up: those whose name
-// matches a pattern, plus those labelled scalr.backup=true, minus those
-// labelled scalr.backup=false, sorted by name. For each it reads the
+// Discover lists the containers to back up: those whose name matches a
+// pattern, plus those labelled scalr.backup=true, minus those labelled
+// scalr.backup=false, sorted by name. For each running one it reads the
 // Postgres user and database from the container's environment and the
 // Postgres version from PG_MAJOR / PG_VERSION, or by running postgres
-// --version, psql -V or (last) SHOW server_version_num inside it. A
-// container matched by name in which no Postgres tool runs is left out with
-// a warning. No match is not an error: the list is empty.
+// --version, psql -V or (last) SHOW server_version_num inside it. A selected
+// container that is not running (exited, restarting, paused, dead) or in
+// which no Postgres answers is listed too, with Problem saying why: the
+// caller reports it as that container's failure. No match is not an error:
+// the list is empty.
 func Discover(ctx context.Context, d Docker, opts Options) ([]Target, error) {
 	patterns := opts.Patterns
 	if patterns == nil {
@@ -94,15 +101,15 @@ func Discover(ctx context.Context, d Docker, opts Options) ([]Target, error) {
 	if warn == nil {
 		warn = func(string) {}
 	}
-	list, err := d.ContainerList(ctx, container.ListOptions{})
+	list, err := d.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	var out []Target
 	for _, c := range list {
 		name := containerName(c.Names, c.ID)
-		if c.State != "" && c.State != "running" {
-			continue
+		if c.Labels[LabelDrillOf] != "" {
+			continue // a drill's throwaway container
 		}
 		matchedBy := ""
 		for _, p := range patterns {
@@ -125,14 +132,18 @@ func Discover(ctx context.Context, d Docker, opts Options) ([]Target, error) {
 		if matchedBy == "" {
 			continue
 		}
+		if c.State != "" && c.State != "running" {
+			out = append(out, Target{Container: name, ID: c.ID, Image: c.Image, ImageID: c.ImageID, MatchedBy: matchedBy,
+				Problem: fmt.Sprintf("container is %s, not running (%s)", c.State, c.Status)})
+			continue
+		}
 		t, err := inspectTarget(ctx, d, name, opts, warn)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			// Gone or stopped since the list, or no Postgres in it.
-			warn(fmt.Sprintf("container %s left out: %v", name, err))
-			continue
+			t = Target{Container: name, ID: c.ID, Image: c.Image, ImageID: c.ImageID, Problem: err.Error()}
 		}
 		t.MatchedBy = matchedBy
 		out = append(out, t)
@@ -140,6 +151,10 @@ func Discover(ctx context.Context, d Docker, opts Options) ([]Target, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Container < out[j].Container })
 	return out, nil
 }
+
+// ErrCannotBackUp means a selected container cannot be backed up now; the
+// error names the container and says why (Target.Problem).
+var ErrCannotBackUp = errors.New("cannot be backed up")
 
 // ErrNoContainer means no container has the given name.
 var ErrNoContainer = errors.New("no such container")

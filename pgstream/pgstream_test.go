@@ -56,13 +56,25 @@ func TestDiscoverFiltering(t *testing.T) {
 	for _, tg := range got {
 		names = append(names, tg.Container)
 	}
-	want := []string{"legacy-postgres", "scalr-all-db", "scalr-app-db", "scalr-auth-postgres", "scalr-odd-db", "scalr-probe-db", "scalr-shop-db"}
+	want := []string{"legacy-postgres", "scalr-all-db", "scalr-app-db", "scalr-auth-postgres", "scalr-odd-db", "scalr-probe-db", "scalr-shop-db", "scalr-stopped-db"}
 	if !reflect.DeepEqual(names, want) {
 		t.Fatalf("discovered %q, want %q", names, want)
 	}
 	by := map[string]Target{}
 	for _, tg := range got {
 		by[tg.Container] = tg
+		if (tg.Problem != "") != (tg.Container == "scalr-stopped-db") {
+			t.Errorf("%s: problem %q", tg.Container, tg.Problem)
+		}
+	}
+	// A selected container that is not running is listed with its
+	// problem, and backing it up fails naming it.
+	if p := by["scalr-stopped-db"].Problem; !strings.Contains(p, "exited, not running") {
+		t.Errorf("stopped container's problem %q", p)
+	}
+	if _, err := BackupContainer(context.Background(), f, memRepo(t), by["scalr-stopped-db"], BackupOptions{}); !errors.Is(err, ErrCannotBackUp) ||
+		!strings.Contains(err.Error(), "scalr-stopped-db") || !strings.Contains(err.Error(), "not running") {
+		t.Errorf("backup of a stopped container: %v", err)
 	}
 	if a := by["scalr-app-db"]; a.User != "app" || a.Database != "appdb" || !reflect.DeepEqual(a.Databases, []string{"appdb"}) ||
 		a.PostgresMajor != 15 || a.MatchedBy != "name scalr-*-db" || a.Image != "postgres:15" || a.ImageID == "" {
@@ -119,13 +131,9 @@ func TestDiscoverNoPostgres(t *testing.T) {
 		return 127
 	}
 	f.add(pgContainer("scalr-cache-db", []string{"REDIS_VERSION=7"}, nil))
-	var warnings []string
-	got, err := Discover(context.Background(), f, Options{Warn: func(s string) { warnings = append(warnings, s) }})
-	if err != nil || len(got) != 0 {
+	got, err := Discover(context.Background(), f, Options{})
+	if err != nil || len(got) != 1 || got[0].Container != "scalr-cache-db" || !strings.Contains(got[0].Problem, "no Postgres found") {
 		t.Fatalf("got %+v, %v", got, err)
-	}
-	if len(warnings) != 1 || !strings.Contains(warnings[0], "scalr-cache-db") || !strings.Contains(warnings[0], "no Postgres") {
-		t.Fatalf("warnings %q", warnings)
 	}
 	_, err = InspectTarget(context.Background(), f, "scalr-cache-db", Options{})
 	if !errors.Is(err, ErrToolMissing) {

@@ -69,7 +69,9 @@ labelled scalr.backup=true, minus those labelled scalr.backup=false.
 
 For each: the image, the Postgres version, POSTGRES_USER and the databases a
 backup dumps (POSTGRES_DB; every database with --all-databases or the label
-scalr.backup.all-databases=true). Databases left by restores are named in
+scalr.backup.all-databases=true). A selected container that cannot be
+backed up (not running, no Postgres answering) is listed with the reason,
+and the command then exits 1. Databases left by restores are named in
 warnings: a side database of an interrupted restore (the next restore drops
 it) and replaced databases kept (see previous). The Docker engine is the one
 DOCKER_HOST names, else /var/run/docker.sock. Finding no container is not an
@@ -113,22 +115,42 @@ error.`,
 				}
 				listed = append(listed, targetJSON{t, st})
 			}
+			var problems []string
+			for _, t := range targets {
+				if t.Problem != "" {
+					problems = append(problems, t.Container+": "+t.Problem)
+				}
+			}
+			var failed error
+			if len(problems) > 0 {
+				failed = fmt.Errorf("%d of %d selected containers cannot be backed up:\n  %s", len(problems), len(targets), strings.Join(problems, "\n  "))
+			}
 			if a.jsonOutput {
-				return json.NewEncoder(a.stdout).Encode(listed)
+				if err := json.NewEncoder(a.stdout).Encode(listed); err != nil {
+					return err
+				}
+				return failed
 			}
 			if len(targets) == 0 {
 				return nil
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "CONTAINER\tIMAGE\tPOSTGRES\tUSER\tDATABASES\tSELECTED BY")
+			fmt.Fprintln(tw, "CONTAINER\tIMAGE\tPOSTGRES\tUSER\tDATABASES\tSELECTED BY\tSTATUS")
 			for _, t := range targets {
 				v := t.PostgresVersion
 				if v == "" && t.PostgresMajor > 0 {
 					v = fmt.Sprint(t.PostgresMajor)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Container, t.Image, v, t.User, strings.Join(t.Databases, ","), t.MatchedBy)
+				status := "ok"
+				if t.Problem != "" {
+					status = "CANNOT BACK UP (see below)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Container, t.Image, v, t.User, strings.Join(t.Databases, ","), t.MatchedBy, status)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return failed
 		},
 	}
 	df.add(cmd)
