@@ -554,6 +554,11 @@ func (rs *restoreRun) streamInto(db DatabaseDump, cmd []string) error {
 	if err := p.Wait(rs.ctx); err != nil {
 		return err
 	}
+	// With --exit-on-error any error ends pg_restore non-zero; an error
+	// line despite exit 0 is still not a restore to trust.
+	if tail := p.StderrTail(); strings.Contains(tail, "pg_restore: error:") {
+		return fmt.Errorf("pg_restore in container %s exited 0 but reported errors: %s", rs.plan.Target, tail)
+	}
 	if early || writeErr != nil {
 		return fmt.Errorf("pg_restore in container %s stopped reading the dump after %d of %d bytes (%v)", rs.plan.Target, hc.n, db.Size, writeErr)
 	}

@@ -145,6 +145,32 @@ func TestSafeRestore(t *testing.T) {
 		untouched(t, "failing pg_restore")
 	})
 
+	t.Run("missing-role-into-another-container", func(t *testing.T) {
+		// A fresh container has neither the test extension nor the role
+		// the dump grants to: both named, nothing created; with the
+		// extension installed and --globals, the backup's roles come first
+		// and the restore goes through.
+		other := d.RunPostgres(t, "scalr-safe-other-db", map[string]string{"POSTGRES_USER": "app", "POSTGRES_DB": "app"}, nil)
+		otherSums := checksums(t, other, "app")
+		_, err := Restore(ctx, dc, r, c.Name, "latest", RestoreOptions{Into: other.Name, Host: "host-a"})
+		if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "extension(s) scalr_probe") || !strings.Contains(err.Error(), "role(s) reader") {
+			t.Fatalf("restore into a container without the role and extension: %v", err)
+		}
+		sameSums(t, "other container after the refusal", checksums(t, other, "app"), otherSums)
+		if side := sideDatabases(t, other); side != "" {
+			t.Errorf("side databases: %s", side)
+		}
+		installProbe(t, other, 15, probeControl, probeSQL)
+		if _, err := Restore(ctx, dc, r, c.Name, "latest", RestoreOptions{Into: other.Name, Host: "host-a"}); !errors.Is(err, ErrPreflight) ||
+			strings.Contains(err.Error(), "scalr_probe") || !strings.Contains(err.Error(), "--globals") {
+			t.Fatalf("restore without the role: %v", err)
+		}
+		if _, err := Restore(ctx, dc, r, c.Name, "latest", RestoreOptions{Into: other.Name, Host: "host-a", Globals: true}); err != nil {
+			t.Fatalf("restore with --globals: %v", err)
+		}
+		sameSums(t, "restored into the other container", checksums(t, other, "app"), backedUp)
+	})
+
 	t.Run("leftovers", func(t *testing.T) {
 		c.Psql(t, "postgres", `CREATE DATABASE "scalr_restore_20200101T000000Z_app"; CREATE DATABASE "scalr_restore_20200101T000001Z_app";`)
 		// A session in the second: another restore at work.
