@@ -25,6 +25,12 @@ var ErrEmptyStream = errors.New("stream is empty: refusing to save an empty snap
 // ErrNotFound means a path does not exist inside a snapshot.
 var ErrNotFound = errors.New("not found")
 
+// ErrBlobMissing means a blob that a tree or snapshot refers to is in no
+// index file of the repository, even after reloading the index: the
+// repository is damaged (or a prune removed it under a running reader). It
+// is not ErrNotFound: the path exists, its data does not.
+var ErrBlobMissing = errors.New("is in no index file of the repository")
+
 // CorruptError reports a stored object that failed to decode or verify.
 type CorruptError struct {
 	Object string // e.g. "index/1234abcd…", "pack 1a2b3c4d, blob 5e6f7a8b"

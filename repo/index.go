@@ -233,6 +233,77 @@ func (r *Repository) Index(ctx context.Context) (*Index, error) {
 	return r.idx, r.idxErr
 }
 
+// ReloadIndex brings the loaded index up to date with the repository: it
+// lists the index files again and loads those it has not seen yet (index
+// files are never changed, only added and removed), adding their packs to
+// the index in use. Another process may have added a snapshot since the
+// index was loaded; its blobs are in index files this one lacks. It returns
+// how many index files were added. Concurrent callers share one reload: a
+// caller that asks while a reload runs waits for it and takes its result.
+//
+// Readers call it themselves (LoadBlob, OpenFile, and so LoadTree and
+// FindNode) before reporting a blob missing, as restic does; a caller only
+// needs it to see new blobs ahead of that.
+func (r *Repository) ReloadIndex(ctx context.Context) (int, error) {
+	idx, err := r.Index(ctx)
+	if err != nil {
+		return 0, err
+	}
+	started := r.reloadStarts.Load()
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
+	if r.reloadStarts.Load() != started {
+		// A reload started after this call and has finished: its listing
+		// is newer than whatever this caller missed.
+		return 0, nil
+	}
+	r.reloadStarts.Add(1)
+	ids, err := r.listIndexFiles(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reload index: %w", err)
+	}
+	idx.mu.RLock()
+	var fresh []ID
+	for _, id := range ids {
+		if _, ok := idx.files[id]; !ok {
+			fresh = append(fresh, id)
+		}
+	}
+	idx.mu.RUnlock()
+	err = forEachParallel(ctx, fresh, 8, func(ctx context.Context, id ID) error {
+		ij, err := r.loadIndexFile(ctx, id)
+		if err != nil {
+			return err
+		}
+		idx.addFile(id, ij)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reload index: %w", err)
+	}
+	return len(fresh), nil
+}
+
+// lookupFresh finds blob h in the index, reloading the index once when it
+// is not there (see ReloadIndex). A blob missing after the reload is
+// ErrBlobMissing.
+func (r *Repository) lookupFresh(ctx context.Context, h BlobHandle) (PackedBlob, error) {
+	idx, err := r.Index(ctx)
+	if err != nil {
+		return PackedBlob{}, err
+	}
+	if pb, ok := idx.Lookup(h); ok {
+		return pb, nil
+	}
+	if _, err := r.ReloadIndex(ctx); err != nil {
+		return PackedBlob{}, fmt.Errorf("%v is not in the loaded index, and reloading it failed: %w", h, err)
+	}
+	if pb, ok := idx.Lookup(h); ok {
+		return pb, nil
+	}
+	return PackedBlob{}, fmt.Errorf("%v: %w", h, ErrBlobMissing)
+}
+
 // listIndexFiles lists the index files, in ID order.
 func (r *Repository) listIndexFiles(ctx context.Context) ([]ID, error) {
 	var ids []ID

@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -113,6 +114,10 @@ type Repository struct {
 	idxOnce sync.Once
 	idxErr  error
 	idx     *Index
+	// reloadMu serializes ReloadIndex; reloadStarts counts the reloads
+	// started, so callers that queued behind a newer one do not list again.
+	reloadMu     sync.Mutex
+	reloadStarts atomic.Uint64
 }
 
 // InitOptions choose the format of a new repository.

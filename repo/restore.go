@@ -128,7 +128,12 @@ func (r *Repository) OpenFile(ctx context.Context, n *Node) (*FileReader, error)
 	for i, id := range n.Content {
 		pb, ok := idx.Lookup(BlobHandle{ID: id, Type: DataBlob})
 		if !ok {
-			return nil, fmt.Errorf("file %q: data blob %s (part %d) is not in the index: %w", n.Name, id.Str(), i, ErrNotFound)
+			// Written by another process after the index was loaded, or
+			// missing: reload once before saying which.
+			var err error
+			if pb, err = r.lookupFresh(ctx, BlobHandle{ID: id, Type: DataBlob}); err != nil {
+				return nil, fmt.Errorf("file %q, part %d: %w", n.Name, i, err)
+			}
 		}
 		if cur != nil && cur.pack == pb.PackID && pb.Offset == last(cur).Offset+last(cur).Length && curBytes+pb.Length <= maxRangeBytes {
 			cur.blobs = append(cur.blobs, pb.Blob)

@@ -337,15 +337,13 @@ func (r *Repository) verifySealed(sealed []byte, ulen uint32, data []byte) error
 	return nil
 }
 
-// LoadBlob reads, verifies and returns blob h.
+// LoadBlob reads, verifies and returns blob h. A blob the loaded index
+// lacks makes it reload the index once (see ReloadIndex); one that is
+// still missing is ErrBlobMissing.
 func (r *Repository) LoadBlob(ctx context.Context, h BlobHandle) ([]byte, error) {
-	idx, err := r.Index(ctx)
+	pb, err := r.lookupFresh(ctx, h)
 	if err != nil {
 		return nil, err
-	}
-	pb, ok := idx.Lookup(h)
-	if !ok {
-		return nil, fmt.Errorf("%v is not in the index: %w", h, ErrNotFound)
 	}
 	ph := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
 	sealed, err := loadRange(ctx, r.be, ph, int64(pb.Length), int64(pb.Offset))

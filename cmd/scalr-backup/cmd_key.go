@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -13,7 +12,9 @@ import (
 	"github.com/scalr-platform/scalr-backup/repo"
 )
 
-func isNotFound(err error) bool { return errors.Is(err, repo.ErrNotFound) }
+func isNotFound(err error) bool {
+	return errors.Is(err, repo.ErrNotFound) || errors.Is(err, repo.ErrBlobMissing)
+}
 
 func (a *app) keyCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -81,11 +82,10 @@ func (a *app) keyAddCommand() *cobra.Command {
 			if newPasswordFile == "" {
 				return errors.New("key add: give the new password with --new-password-file")
 			}
-			buf, err := os.ReadFile(newPasswordFile)
+			pw, err := readPasswordFile(newPasswordFile)
 			if err != nil {
-				return fmt.Errorf("read new password file: %w", err)
+				return fmt.Errorf("new password: %w", err)
 			}
-			pw := firstLine(string(buf))
 			if pw == "" {
 				return errors.New("key add: the new password file is empty")
 			}
