@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/transform"
 
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/backend/open"
@@ -86,33 +87,35 @@ func (a *app) openBackend(ctx context.Context, create bool) (backend.Backend, er
 	return o, nil
 }
 
-// password finds the repository password: --password-file,
-// RESTIC_PASSWORD_FILE, --password-command, RESTIC_PASSWORD_COMMAND,
-// RESTIC_PASSWORD, else a prompt on a terminal.
+// password finds the repository password as restic does: --password-command
+// or RESTIC_PASSWORD_COMMAND (its whole output, white space trimmed at both
+// ends), else --password-file or RESTIC_PASSWORD_FILE (the whole file, a
+// UTF-8 or UTF-16 byte order mark removed, trimmed the same way), else
+// RESTIC_PASSWORD (as it is), else a prompt on a terminal. A command and a
+// file together are refused, as restic refuses them.
 func (a *app) password(ctx context.Context, prompt string) (string, error) {
 	file := a.passwordFile
 	if file == "" {
 		file = a.getenv("RESTIC_PASSWORD_FILE")
 	}
-	if file != "" {
-		buf, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("read password file: %w", err)
-		}
-		return firstLine(string(buf)), nil
-	}
 	cmdline := a.passwordCmd
 	if cmdline == "" {
 		cmdline = a.getenv("RESTIC_PASSWORD_COMMAND")
 	}
+	if file != "" && cmdline != "" {
+		return "", errors.New("a password file and a password command are mutually exclusive (--password-file / RESTIC_PASSWORD_FILE and --password-command / RESTIC_PASSWORD_COMMAND)")
+	}
 	if cmdline != "" {
 		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
-		cmd.Stderr = os.Stderr
+		cmd.Stderr = a.stderr
 		out, err := cmd.Output()
 		if err != nil {
 			return "", fmt.Errorf("password command failed: %w", err)
 		}
-		return firstLine(string(out)), nil
+		return strings.TrimSpace(string(out)), nil
+	}
+	if file != "" {
+		return readPasswordFile(file)
 	}
 	if p := a.getenv("RESTIC_PASSWORD"); p != "" {
 		return p, nil
@@ -129,12 +132,24 @@ func (a *app) password(ctx context.Context, prompt string) (string, error) {
 	return "", errors.New("no password given: set RESTIC_PASSWORD_FILE, RESTIC_PASSWORD_COMMAND or RESTIC_PASSWORD")
 }
 
-func firstLine(s string) string {
-	sc := bufio.NewScanner(strings.NewReader(s))
-	if sc.Scan() {
-		return strings.TrimRight(sc.Text(), "\r")
+// readPasswordFile reads a password file the way restic does, so that the
+// same file opens the same repository with both: the whole file, converted
+// to UTF-8 (a UTF-8 byte order mark dropped, UTF-16 with a byte order mark
+// decoded), white space trimmed at both ends.
+func readPasswordFile(name string) (string, error) {
+	buf, err := os.ReadFile(name)
+	if err != nil {
+		return "", fmt.Errorf("read password file: %w", err)
 	}
-	return ""
+	return passwordFromFileBytes(buf)
+}
+
+func passwordFromFileBytes(buf []byte) (string, error) {
+	text, _, err := transform.Bytes(unicode.BOMOverride(unicode.UTF8.NewDecoder()), buf)
+	if err != nil {
+		return "", fmt.Errorf("read password file: %w", err)
+	}
+	return strings.TrimSpace(string(text)), nil
 }
 
 // openRepo opens the repository with its password.
