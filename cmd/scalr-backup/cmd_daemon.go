@@ -74,6 +74,9 @@ Configuration (environment; flags win):
 				return err
 			}
 			log := a.nightlyLogger(cfg)
+			a.setHangup(func() {
+				log.Info("SIGHUP received and ignored (restic sends it to check that a lock's owner is alive)")
+			})
 			// A daemon never prompts: each pass would wait at the prompt.
 			// The password comes from RESTIC_PASSWORD_FILE, _COMMAND or
 			// RESTIC_PASSWORD, read afresh for each pass.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,6 +51,32 @@ type app struct {
 
 	// counts is the opened backend's request counter, for --verbose.
 	counts *backend.Counting
+
+	// hangup, when set (by the daemon), is told of each SIGHUP.
+	hangupMu sync.Mutex
+	hangup   func()
+}
+
+// onHangup handles SIGHUP. restic (unlock, and any command that meets a
+// lock) checks whether a lock's owner on the same host is alive by sending
+// it SIGHUP, and restic itself ignores the signal: so must scalr-backup, or
+// a restic command beside a backup would end the backup. Handled rather
+// than ignored, so that the commands scalr-backup starts (hooks, password
+// commands) keep the default.
+func (a *app) onHangup() {
+	a.hangupMu.Lock()
+	f := a.hangup
+	a.hangupMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// setHangup sets what a SIGHUP tells.
+func (a *app) setHangup(f func()) {
+	a.hangupMu.Lock()
+	a.hangup = f
+	a.hangupMu.Unlock()
 }
 
 func main() {
@@ -60,6 +87,13 @@ func main() {
 		debug.SetGCPercent(50)
 	}
 	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			a.onHangup()
+		}
+	}()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := a.run(ctx, os.Args[1:])
 	stop()
