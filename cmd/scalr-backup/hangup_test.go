@@ -114,4 +114,3 @@ func TestHangupIdleDaemon(t *testing.T) {
 		t.Fatalf("daemon did not stop on SIGTERM:\n%s", out.Bytes())
 	}
 }
-
