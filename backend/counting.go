@@ -36,6 +36,33 @@ type Counts struct {
 	BytesUp int64 `json:"bytes_up"`
 	// BytesDown counts bytes read from Load readers.
 	BytesDown int64 `json:"bytes_down"`
+	// SaveErrors ... RemoveErrors split Errors by operation: the requests
+	// of each kind that failed (a failed List counts once, on the page
+	// request that failed).
+	SaveErrors   int64 `json:"save_errors,omitempty"`
+	LoadErrors   int64 `json:"load_errors,omitempty"`
+	StatErrors   int64 `json:"stat_errors,omitempty"`
+	ListErrors   int64 `json:"list_errors,omitempty"`
+	RemoveErrors int64 `json:"remove_errors,omitempty"`
+}
+
+// Sub returns c minus earlier: the requests made in between.
+func (c Counts) Sub(earlier Counts) Counts {
+	return Counts{
+		Saves: c.Saves - earlier.Saves, Loads: c.Loads - earlier.Loads, Stats: c.Stats - earlier.Stats,
+		Lists: c.Lists - earlier.Lists, ListPages: c.ListPages - earlier.ListPages, Removes: c.Removes - earlier.Removes,
+		Errors: c.Errors - earlier.Errors, Retries: c.Retries - earlier.Retries,
+		BytesUp: c.BytesUp - earlier.BytesUp, BytesDown: c.BytesDown - earlier.BytesDown,
+		SaveErrors: c.SaveErrors - earlier.SaveErrors, LoadErrors: c.LoadErrors - earlier.LoadErrors,
+		StatErrors: c.StatErrors - earlier.StatErrors, ListErrors: c.ListErrors - earlier.ListErrors,
+		RemoveErrors: c.RemoveErrors - earlier.RemoveErrors,
+	}
+}
+
+// Add returns c plus more.
+func (c Counts) Add(more Counts) Counts {
+	neg := Counts{}
+	return c.Sub(neg.Sub(more))
 }
 
 // ClassA is the number of R2 class A operations (writes and lists).
@@ -61,6 +88,8 @@ type Counting struct {
 
 	saves, loads, stats, lists, pages, removes atomic.Int64
 	errors, retries, up, down                  atomic.Int64
+	// failed requests by operation
+	saveErrs, loadErrs, statErrs, listErrs, removeErrs atomic.Int64
 }
 
 // NewCounting returns a counting decorator for be.
@@ -83,6 +112,12 @@ func (c *Counting) Snapshot() Counts {
 		Retries:   c.retries.Load(),
 		BytesUp:   c.up.Load(),
 		BytesDown: c.down.Load(),
+
+		SaveErrors:   c.saveErrs.Load(),
+		LoadErrors:   c.loadErrs.Load(),
+		StatErrors:   c.statErrs.Load(),
+		ListErrors:   c.listErrs.Load(),
+		RemoveErrors: c.removeErrs.Load(),
 	}
 }
 
@@ -104,9 +139,12 @@ func atomicReplace(be Backend) bool {
 	return ok && r.AtomicReplace()
 }
 
-func (c *Counting) count(err error) error {
+func (c *Counting) count(err error, byOp *atomic.Int64) error {
 	if err != nil {
 		c.errors.Add(1)
+		if byOp != nil {
+			byOp.Add(1)
+		}
 	}
 	return err
 }
@@ -120,14 +158,14 @@ func (c *Counting) Close() error { return c.be.Close() }
 // Save counts one save and the bytes read from src.
 func (c *Counting) Save(ctx context.Context, h Handle, src Source) error {
 	c.saves.Add(1)
-	return c.count(c.be.Save(ctx, h, &countingSource{Source: src, n: &c.up}))
+	return c.count(c.be.Save(ctx, h, &countingSource{Source: src, n: &c.up}), &c.saveErrs)
 }
 
 // Load counts one load; the bytes are counted as they are read.
 func (c *Counting) Load(ctx context.Context, h Handle, length int, offset int64) (io.ReadCloser, error) {
 	c.loads.Add(1)
 	rc, err := c.be.Load(ctx, h, length, offset)
-	if c.count(err) != nil {
+	if c.count(err, &c.loadErrs) != nil {
 		return nil, err
 	}
 	return &countingReader{ReadCloser: rc, n: &c.down}, nil
@@ -137,30 +175,30 @@ func (c *Counting) Load(ctx context.Context, h Handle, length int, offset int64)
 func (c *Counting) Stat(ctx context.Context, h Handle) (FileInfo, error) {
 	c.stats.Add(1)
 	fi, err := c.be.Stat(ctx, h)
-	return fi, c.count(err)
+	return fi, c.count(err, &c.statErrs)
 }
 
 // List counts one list and its pages.
 func (c *Counting) List(ctx context.Context, t FileType, fn func(FileInfo) error) error {
 	c.lists.Add(1)
 	if pl, ok := c.be.(PageLister); ok {
-		return c.count(pl.ListPages(ctx, t, fn, func() { c.pages.Add(1) }))
+		return c.count(pl.ListPages(ctx, t, fn, func() { c.pages.Add(1) }), &c.listErrs)
 	}
 	c.pages.Add(1)
-	return c.count(c.be.List(ctx, t, fn))
+	return c.count(c.be.List(ctx, t, fn), &c.listErrs)
 }
 
 // Remove counts one remove.
 func (c *Counting) Remove(ctx context.Context, h Handle) error {
 	c.removes.Add(1)
-	return c.count(c.be.Remove(ctx, h))
+	return c.count(c.be.Remove(ctx, h), &c.removeErrs)
 }
 
 // Create passes through to the wrapped backend when it is a Creator; its
 // requests are not counted.
 func (c *Counting) Create(ctx context.Context) error {
 	if cr, ok := c.be.(Creator); ok {
-		return c.count(cr.Create(ctx))
+		return c.count(cr.Create(ctx), nil)
 	}
 	return nil
 }

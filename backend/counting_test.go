@@ -49,7 +49,7 @@ func TestCountingCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	want := backend.Counts{Saves: 1, Loads: 1, Stats: 2, Lists: 1, ListPages: 1, Removes: 1, Errors: 1, BytesUp: 1000, BytesDown: 100}
+	want := backend.Counts{Saves: 1, Loads: 1, Stats: 2, Lists: 1, ListPages: 1, Removes: 1, Errors: 1, BytesUp: 1000, BytesDown: 100, StatErrors: 1}
 	got := c.Snapshot()
 	if got != want {
 		t.Errorf("counts\n got %+v\nwant %+v", got, want)
@@ -62,7 +62,7 @@ func TestCountingCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const wantJSON = `{"saves":1,"loads":1,"stats":2,"lists":1,"list_pages":1,"removes":1,"errors":1,"retries":0,"bytes_up":1000,"bytes_down":100}`
+	const wantJSON = `{"saves":1,"loads":1,"stats":2,"lists":1,"list_pages":1,"removes":1,"errors":1,"retries":0,"bytes_up":1000,"bytes_down":100,"stat_errors":1}`
 	if string(js) != wantJSON {
 		t.Errorf("JSON %s\nwant %s", js, wantJSON)
 	}

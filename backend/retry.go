@@ -30,6 +30,45 @@ type RetryOptions struct {
 	// "remove", "create"), the file, the attempt number (from 1) and the
 	// attempt's error. It must be safe for concurrent use.
 	Report func(op string, h Handle, attempt int, err error)
+	// Log, if set, is told of every retry before it happens: the
+	// operation, the file, the attempt that failed, how long the retry
+	// waits and the error. The CLI prints it (a retrying command is never
+	// silent); it must be safe for concurrent use.
+	Log func(RetryEvent)
+}
+
+// RetryEvent is one retry, as RetryOptions.Log receives it.
+type RetryEvent struct {
+	// Op is the operation: save, load, stat, list, remove or create.
+	Op string
+	// Handle is the file (only its Type for list).
+	Handle Handle
+	// Attempt is the number of the attempt that failed, from 1.
+	Attempt int
+	// Delay is the wait before the next attempt (0 when a load that
+	// failed mid-read re-opens the rest of its range at once).
+	Delay time.Duration
+	// Err is the failed attempt's error.
+	Err error
+}
+
+// Object is the file as the storage names it ("config",
+// "data/1a/1a2b…", "snapshots/…"), or the folder of a listing ("index/").
+func (e RetryEvent) Object() string {
+	if e.Handle.Name == "" && e.Handle.Type != ConfigFile {
+		return string(e.Handle.Type) + "/"
+	}
+	return e.Handle.String()
+}
+
+// String is one log line's text: "load data/1a/1a2b… failed (attempt 2):
+// HTTP 503 …; retrying in 1.2s".
+func (e RetryEvent) String() string {
+	next := "retrying in " + e.Delay.Round(time.Millisecond).String()
+	if e.Delay == 0 {
+		next = "retrying at once"
+	}
+	return fmt.Sprintf("%s %s failed (attempt %d): %v; %s", e.Op, e.Object(), e.Attempt, e.Err, next)
 }
 
 func (o RetryOptions) withDefaults() RetryOptions {
@@ -143,6 +182,9 @@ func (r *retryBackend) retry(ctx context.Context, op string, h Handle, first int
 		}
 		if r.opts.Report != nil {
 			r.opts.Report(op, h, attempt, err)
+		}
+		if r.opts.Log != nil {
+			r.opts.Log(RetryEvent{Op: op, Handle: h, Attempt: attempt, Delay: wait, Err: err})
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -299,6 +341,10 @@ func (rd *resumingReader) Read(p []byte) (int, error) {
 		}
 		if rd.r.opts.Report != nil {
 			rd.r.opts.Report("load", rd.h, rd.tries, err)
+		}
+		if rd.r.opts.Log != nil {
+			rd.r.opts.Log(RetryEvent{Op: "load", Handle: rd.h, Attempt: rd.tries,
+				Err: fmt.Errorf("read at byte %d: %w", rd.offset+rd.done, err)})
 		}
 		_ = rd.rc.Close()
 		rd.rc = io.NopCloser(eofReader{})

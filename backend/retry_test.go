@@ -469,3 +469,67 @@ type creator struct {
 }
 
 func (c *creator) Create(context.Context) error { return c.fn() }
+
+// Every retry is logged with its operation, file, attempt, wait and
+// error, before the wait; the per-operation error counts below the retry
+// add up.
+func TestRetryLogEveryRetry(t *testing.T) {
+	m := mem.New()
+	hook, _ := failFirst(mem.OpSave, 3, errTransient)
+	m.SetHook(hook)
+	c := backend.NewCounting(m)
+	var mu sync.Mutex
+	var events []backend.RetryEvent
+	var at []time.Time
+	opts := backend.RetryOptions{InitialDelay: 20 * time.Millisecond, MaxDelay: 80 * time.Millisecond,
+		Report: c.ReportRetry,
+		Log: func(e backend.RetryEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, e)
+			at = append(at, time.Now())
+		}}
+	be := backend.NewRetry(c, opts)
+	data := []byte("pack bytes")
+	h := packHandle(data)
+	start := time.Now()
+	if err := be.Save(context.Background(), h, backend.BytesSource(data)); err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 3 {
+		t.Fatalf("%d retry events for 3 failures: %+v", len(events), events)
+	}
+	var waited time.Duration
+	for i, e := range events {
+		if e.Op != "save" || e.Handle != h || e.Attempt != i+1 || !errors.Is(e.Err, errTransient) || e.Delay <= 0 {
+			t.Errorf("event %d: %+v", i, e)
+		}
+		if s := e.String(); !strings.Contains(s, "save data/") || !strings.Contains(s, fmt.Sprintf("(attempt %d)", i+1)) ||
+			!strings.Contains(s, "retrying in") || !strings.Contains(s, "503") {
+			t.Errorf("event %d text %q", i, s)
+		}
+		if i == 0 && at[0].Sub(start) > 15*time.Millisecond {
+			t.Errorf("the first retry was logged %s after the failure began, want before its wait", at[0].Sub(start))
+		}
+		waited += e.Delay
+	}
+	if took := time.Since(start); took < waited {
+		t.Errorf("took %s, less than the logged waits %s", took, waited)
+	}
+	cs := c.Snapshot()
+	if cs.Saves != 4 || cs.SaveErrors != 3 || cs.Errors != 3 || cs.Retries != 3 || cs.LoadErrors != 0 {
+		t.Errorf("counts %+v", cs)
+	}
+	if d := cs.Sub(backend.Counts{Saves: 1, SaveErrors: 1}); d.Saves != 3 || d.SaveErrors != 2 || d.Retries != 3 {
+		t.Errorf("Sub: %+v", d)
+	}
+	if s := cs.Add(cs); s.Saves != 8 || s.SaveErrors != 6 {
+		t.Errorf("Add: %+v", s)
+	}
+	if o := (backend.RetryEvent{Op: "list", Handle: backend.Handle{Type: backend.IndexFile}}).Object(); o != "index/" {
+		t.Errorf("list object %q", o)
+	}
+	if o := (backend.RetryEvent{Op: "stat", Handle: backend.Handle{Type: backend.ConfigFile}}).Object(); o != "config" {
+		t.Errorf("config object %q", o)
+	}
+}
