@@ -3,6 +3,7 @@ package s3
 import (
 	"errors"
 	"fmt"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 	"net"
 	"net/url"
@@ -32,6 +33,18 @@ type Config struct {
 	KeyID        string
 	Secret       string
 	SessionToken string
+
+	// Without KeyID and Secret, the other credential sources restic reads,
+	// in its order (see ApplyEnv): the shared credentials file
+	// (CredentialsFile, "" for ~/.aws/credentials and ~/.aws/config) with
+	// Profile ("" for AWS_PROFILE, else "default"); a container or
+	// web-identity role (ContainerRole, when the AWS variables for one
+	// are set); the instance metadata service (InstanceRole, only when
+	// asked for with -o s3.instance-role=true).
+	CredentialsFile string
+	Profile         string
+	ContainerRole   bool
+	InstanceRole    bool
 }
 
 // Defaults, as restic's.
@@ -136,8 +149,12 @@ func providerDefaults(endpoint string) (region, lookup string) {
 
 // ApplyEnv fills credentials and region from the environment as restic
 // does: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and
-// AWS_DEFAULT_REGION. Fields already set are kept, so a provider's region
-// found by ParseConfig wins over AWS_DEFAULT_REGION.
+// AWS_DEFAULT_REGION; for the other credential sources,
+// AWS_SHARED_CREDENTIALS_FILE and AWS_PROFILE, and whether a container or
+// web-identity role is configured (AWS_CONTAINER_CREDENTIALS_FULL_URI,
+// AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, AWS_WEB_IDENTITY_TOKEN_FILE).
+// Fields already set are kept, so a provider's region found by ParseConfig
+// wins over AWS_DEFAULT_REGION.
 func (c *Config) ApplyEnv(getenv func(string) string) {
 	set := func(field *string, name string) {
 		if *field == "" {
@@ -148,6 +165,13 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 	set(&c.Secret, "AWS_SECRET_ACCESS_KEY")
 	set(&c.SessionToken, "AWS_SESSION_TOKEN")
 	set(&c.Region, "AWS_DEFAULT_REGION")
+	set(&c.CredentialsFile, "AWS_SHARED_CREDENTIALS_FILE")
+	set(&c.Profile, "AWS_PROFILE")
+	for _, k := range []string{"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"} {
+		if getenv(k) != "" {
+			c.ContainerRole = true
+		}
+	}
 }
 
 // ApplyOption applies one of restic's extended options ("-o key=value"):
@@ -170,8 +194,14 @@ func (c *Config) ApplyOption(key, value string) error {
 			return fmt.Errorf("option %s=%q: want a positive number", key, value)
 		}
 		c.Connections = n
+	case "s3.instance-role":
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return fmt.Errorf("option %s=%q: want true or false", key, value)
+		}
+		c.InstanceRole = b
 	default:
-		return fmt.Errorf("unknown option %q (supported: s3.region, s3.bucket-lookup, s3.connections)", key)
+		return fmt.Errorf("unknown option %q (supported: s3.region, s3.bucket-lookup, s3.connections, s3.instance-role)", key)
 	}
 	return nil
 }
@@ -193,8 +223,9 @@ func (c Config) Location() string {
 // String describes the configuration with the secrets masked, so printing a
 // Config with %v or %+v does not leak them.
 func (c Config) String() string {
-	return fmt.Sprintf("{Location:%s Region:%q BucketLookup:%s Connections:%d KeyID:%q Secret:%s SessionToken:%s}",
-		c.Location(), c.Region, c.BucketLookup, c.Connections, c.KeyID, mask(c.Secret), mask(c.SessionToken))
+	return fmt.Sprintf("{Location:%s Region:%q BucketLookup:%s Connections:%d KeyID:%q Secret:%s SessionToken:%s CredentialsFile:%q Profile:%q ContainerRole:%v InstanceRole:%v}",
+		c.Location(), c.Region, c.BucketLookup, c.Connections, c.KeyID, mask(c.Secret), mask(c.SessionToken),
+		c.CredentialsFile, c.Profile, c.ContainerRole, c.InstanceRole)
 }
 
 // GoString is String, so %#v does not leak secrets either.
@@ -215,7 +246,7 @@ func (c Config) validate() error {
 	case c.Bucket == "":
 		return errors.New("s3: no bucket")
 	case c.KeyID == "" && c.Secret == "":
-		return errors.New("s3: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+		// The other sources are checked when the client is made.
 	case c.KeyID == "":
 		return errors.New("s3: AWS_ACCESS_KEY_ID is empty but a secret is set")
 	case c.Secret == "":
@@ -227,4 +258,49 @@ func (c Config) validate() error {
 		return fmt.Errorf("s3: bad bucket lookup %q: want auto, dns or path", c.BucketLookup)
 	}
 	return nil
+}
+
+// errNoCredentials lists every source that was looked at.
+var errNoCredentials = errors.New("s3: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, " +
+	"or a shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile AWS_PROFILE), " +
+	"or a container role (AWS_CONTAINER_CREDENTIALS_FULL_URI, …), or -o s3.instance-role=true on a cloud instance")
+
+// credentials picks the credentials as restic's chain does, and checks
+// the chosen source yields keys now, so that a missing or unreadable
+// source fails before any request; errors name the source, never a key.
+//
+// The instance metadata service is asked only with InstanceRole: unlike
+// restic, a host that is not a cloud instance (the common case here) gets
+// the missing-credentials error at once instead of after the metadata
+// service's time-outs, and sends nothing to the link-local address.
+func (c Config) credentials() (*credentials.Credentials, error) {
+	if c.KeyID != "" || c.Secret != "" {
+		return credentials.NewStaticV4(c.KeyID, c.Secret, c.SessionToken), nil
+	}
+	file := &credentials.FileAWSCredentials{Filename: c.CredentialsFile, Profile: c.Profile}
+	profile := c.Profile
+	if profile == "" {
+		profile = "default"
+	}
+	where := c.CredentialsFile
+	if where == "" {
+		where = "~/.aws/credentials"
+	}
+	if v, err := file.Retrieve(); err == nil && v.AccessKeyID != "" {
+		return credentials.New(file), nil
+	} else if c.CredentialsFile != "" || c.Profile != "" {
+		// Asked for by name: say why it did not work.
+		if err == nil {
+			err = errors.New("no aws_access_key_id")
+		}
+		return nil, fmt.Errorf("s3: credentials file %s, profile %s: %w", where, profile, err)
+	}
+	if c.ContainerRole || c.InstanceRole {
+		iam := &credentials.IAM{}
+		if _, err := iam.Retrieve(); err != nil {
+			return nil, fmt.Errorf("s3: role credentials: %w", err)
+		}
+		return credentials.New(iam), nil
+	}
+	return nil, errNoCredentials
 }

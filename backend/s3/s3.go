@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/scalr-platform/scalr-backup/backend"
 )
@@ -91,8 +90,12 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	// A large PUT is answered once the server has stored it.
 	tr.ResponseHeaderTimeout = 2 * time.Minute
 
+	creds, err := cfg.credentials()
+	if err != nil {
+		return nil, err
+	}
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
-		Creds:        credentials.NewStaticV4(cfg.KeyID, cfg.Secret, cfg.SessionToken),
+		Creds:        creds,
 		Secure:       !cfg.UseHTTP,
 		Region:       cfg.Region,
 		BucketLookup: lookup,

@@ -39,6 +39,7 @@ type app struct {
 	getenv func(string) string
 
 	repoLocation string
+	repoFile     string
 	passwordFile string
 	passwordCmd  string
 	options      []string
@@ -146,6 +147,7 @@ flags below; passwords are never accepted as arguments.`,
 	}
 	f := root.PersistentFlags()
 	f.StringVarP(&a.repoLocation, "repo", "r", "", "repository `location`: a path, local:PATH or s3:HOST/BUCKET[/PREFIX] (default: $RESTIC_REPOSITORY)")
+	f.StringVar(&a.repoFile, "repository-file", "", "read the repository location from `file` (default: $RESTIC_REPOSITORY_FILE)")
 	f.StringVarP(&a.passwordFile, "password-file", "p", "", "read the repository password from `file` (default: $RESTIC_PASSWORD_FILE)")
 	f.StringVar(&a.passwordCmd, "password-command", "", "shell `command` that prints the password (default: $RESTIC_PASSWORD_COMMAND)")
 	f.StringArrayVarP(&a.options, "option", "o", nil, "backend `key=value` option, e.g. s3.region=auto (repeatable)")

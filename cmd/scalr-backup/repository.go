@@ -19,13 +19,32 @@ import (
 	"github.com/scalr-platform/scalr-backup/repo"
 )
 
+// location is the repository location as restic finds it: -r or
+// RESTIC_REPOSITORY, else --repository-file or RESTIC_REPOSITORY_FILE (the
+// file's content, white space trimmed); both kinds together are refused.
 func (a *app) location() (string, error) {
 	loc := a.repoLocation
 	if loc == "" {
 		loc = a.getenv("RESTIC_REPOSITORY")
 	}
-	if loc == "" {
-		return "", errors.New("no repository given: set RESTIC_REPOSITORY or use -r")
+	file := a.repoFile
+	if file == "" {
+		file = a.getenv("RESTIC_REPOSITORY_FILE")
+	}
+	switch {
+	case loc != "" && file != "":
+		return "", errors.New("a repository (-r / RESTIC_REPOSITORY) and a repository file (--repository-file / RESTIC_REPOSITORY_FILE) are mutually exclusive")
+	case file != "":
+		buf, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read the repository file: %w", err)
+		}
+		loc = strings.TrimSpace(string(buf))
+		if loc == "" {
+			return "", fmt.Errorf("the repository file %s is empty", file)
+		}
+	case loc == "":
+		return "", errors.New("no repository given: set RESTIC_REPOSITORY or RESTIC_REPOSITORY_FILE, or use -r")
 	}
 	return loc, nil
 }
