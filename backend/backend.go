@@ -87,10 +87,12 @@ func Permanent(err error) error {
 	return &PermanentError{Err: err}
 }
 
-// IsPermanent reports whether err cannot be fixed by retrying.
+// IsPermanent reports whether err cannot be fixed by retrying: a
+// PermanentError, a missing file, a cause no retry fixes (see Unfixable)
+// or a context error.
 func IsPermanent(err error) bool {
 	var p *PermanentError
-	return errors.As(err, &p) || errors.Is(err, ErrNotExist) ||
+	return errors.As(err, &p) || errors.Is(err, ErrNotExist) || Unfixable(err) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 

@@ -94,8 +94,9 @@ func (o RetryOptions) withDefaults() RetryOptions {
 // backoff and jitter, while it fails with an error that retrying may fix.
 //
 // An error is retried unless it is permanent (see IsPermanent: a
-// PermanentError or ErrNotExist), says a file exists (fs.ErrExist) or the
-// caller's context is done. Context
+// PermanentError, ErrNotExist, or a cause no retry can fix, see
+// Unfixable: permission denied, read-only file system, no space left, …),
+// says a file exists (fs.ErrExist) or the caller's context is done. Context
 // errors from inside the backend (a request timeout) are retried while the
 // caller's context is alive. Backends decide what is permanent: the S3
 // backend marks 4xx answers (denied access, missing object, bad range,
@@ -143,7 +144,7 @@ func retryable(ctx context.Context, err error) bool {
 		return false
 	}
 	var p *PermanentError
-	return !errors.As(err, &p) && !errors.Is(err, ErrNotExist) && !errors.Is(err, fs.ErrExist)
+	return !errors.As(err, &p) && !errors.Is(err, ErrNotExist) && !errors.Is(err, fs.ErrExist) && !Unfixable(err)
 }
 
 // delay is the randomized wait after the given failed attempt.

@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/scalr-platform/scalr-backup/backend"
 )
@@ -107,16 +106,25 @@ var folders = map[backend.FileType]string{
 }
 
 // Create makes the repository's folders: dir itself, keys, snapshots, index,
-// locks, data and data/00 … data/ff. It fails if a config file exists.
+// locks, data and data/00 … data/ff. It fails if a config file exists. What
+// no retry can fix (permission denied, a read-only or full file system, a
+// file in the way) is a permanent error.
 func (b *Backend) Create(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("create local repository %s: %w", b.dir, err)
+	}
+	fail := func(err error) error {
+		err = fmt.Errorf("create local repository %s: %w", b.dir, err)
+		if backend.Unfixable(err) {
+			return backend.Permanent(err)
+		}
+		return err
 	}
 	cfg := filepath.Join(b.dir, "config")
 	if _, err := os.Lstat(cfg); err == nil {
 		return fmt.Errorf("create local repository %s: config file already exists: %w", b.dir, fs.ErrExist)
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("create local repository %s: %w", b.dir, err)
+		return fail(err)
 	}
 	dirs := []string{b.dir}
 	for _, ft := range backend.FileTypes {
@@ -127,7 +135,7 @@ func (b *Backend) Create(ctx context.Context) error {
 	}
 	for _, d := range dirs {
 		if err := os.MkdirAll(d, b.modes.dir); err != nil {
-			return fmt.Errorf("create local repository %s: %w", b.dir, err)
+			return fail(err)
 		}
 	}
 	return nil
@@ -174,7 +182,7 @@ func wrap(op, rel string, err error) error {
 		err = &notExistError{err: err}
 	}
 	err = fmt.Errorf("%s %s: %w", op, rel, err)
-	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EROFS) {
+	if backend.Unfixable(err) {
 		return backend.Permanent(err)
 	}
 	return err
