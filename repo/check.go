@@ -138,7 +138,7 @@ func (rep *CheckReport) Ok() bool { return len(rep.Errors) == 0 }
 // SuggestRepairIndex reports whether rebuilding the index would help, as
 // restic's summary field of that name.
 func (rep *CheckReport) SuggestRepairIndex() bool {
-	if rep.IndexDamaged {
+	if rep.IndexDamaged || rep.IndexIncomplete() {
 		return true
 	}
 	for _, h := range rep.Hints {
@@ -149,12 +149,31 @@ func (rep *CheckReport) SuggestRepairIndex() bool {
 	return false
 }
 
+// IndexIncomplete reports packs that no index file names while snapshots
+// need blobs missing from the index: the index lost entries (index files
+// deleted or damaged), and prune cannot tell used data from unused until
+// the index is rebuilt from the packs.
+func (rep *CheckReport) IndexIncomplete() bool {
+	unreferenced, treeErrors := false, false
+	for _, h := range rep.Hints {
+		unreferenced = unreferenced || h.Kind == ProblemPackUnreferenced
+	}
+	for _, e := range rep.Errors {
+		treeErrors = treeErrors || e.Kind == ProblemTree
+	}
+	return unreferenced && treeErrors
+}
+
 // SuggestPrune reports whether a prune would tidy the repository (packs no
 // index names, mixed packs, duplicate blobs).
 func (rep *CheckReport) SuggestPrune() bool {
 	for _, h := range rep.Hints {
 		switch h.Kind {
-		case ProblemPackUnreferenced, ProblemPackMixed, ProblemBlobDuplicate:
+		case ProblemPackUnreferenced:
+			if !rep.IndexIncomplete() {
+				return true
+			}
+		case ProblemPackMixed, ProblemBlobDuplicate:
 			return true
 		}
 	}

@@ -112,7 +112,7 @@ exclusive lock unless --no-lock).`,
 					}
 				case repo.StagePacks:
 					if unreferenced > 0 && errs == 0 && !a.verbose {
-						say("%d additional files were found in the repository, which likely contain duplicate data.\nThis is non-critical; a prune removes them (--verbose lists them).\n", unreferenced)
+						say("%d additional files were found in the repository, which likely contain duplicate data or data the index lost (see below).\n", unreferenced)
 					}
 				}
 			}
@@ -198,11 +198,18 @@ func checkPlural(n int, one, many string) string {
 	return many
 }
 
-// printCheckAdvice prints the closing remarks of a failed text check.
+// printCheckAdvice prints the closing remarks of a text check: what to run
+// about what it found.
 func (a *app) printCheckAdvice(rep *repo.CheckReport) {
 	if rep.IndexDamaged {
-		fmt.Fprintf(a.stderr, "\nThe repository index is damaged; the later checks were skipped. Rebuild the index (restic repair index) and check again.\n")
+		fmt.Fprintf(a.stderr, "\nThe repository index is damaged; the later checks were skipped. Rebuild the index (scalr-backup repair index, or restic repair index) and check again.\n")
 		return
+	}
+	switch {
+	case rep.IndexIncomplete():
+		fmt.Fprintf(a.stderr, "\nThe index is incomplete: packs that no index file names hold data that snapshots need. Rebuild the index from the packs (scalr-backup repair index, or restic repair index) and check again; prune refuses until then.\n")
+	case rep.SuggestPrune() && !a.quiet && !a.jsonOutput:
+		fmt.Fprintf(a.stdout, "The additional files are non-critical; a prune removes them (check --verbose lists them).\n")
 	}
 	if len(rep.BrokenPacks) > 0 {
 		ids := make([]string, len(rep.BrokenPacks))

@@ -175,6 +175,7 @@ flags below; passwords are never accepted as arguments.`,
 		a.runCommand(),
 		a.daemonCommand(),
 		a.unlockCommand(),
+		a.repairCommand(),
 		a.versionCommand(),
 	)
 	return root
