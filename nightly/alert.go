@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,6 +56,9 @@ type Event struct {
 	LastSuccess *time.Time `json:"last_success"`
 	// SnapshotID is the snapshot a drill restored.
 	SnapshotID string `json:"snapshot_id,omitempty"`
+	// Reminder marks a stale event repeated for a container still stale
+	// (the first one is sent when it becomes stale).
+	Reminder bool `json:"reminder,omitempty"`
 	// Containers lists, for a success, the containers backed up.
 	Containers []string `json:"containers,omitempty"`
 }
@@ -155,7 +159,7 @@ func (a *Alerter) PassFinished(ctx context.Context, rep *Report) error {
 func (a *Alerter) Stale(ctx context.Context, alerts []StaleAlert) error {
 	var errs []error
 	for _, s := range alerts {
-		ev := Event{Kind: EventStale, Host: a.Host, Container: s.Container, Stage: "stale", Error: s.String(), Time: a.now()}
+		ev := Event{Kind: EventStale, Host: a.Host, Container: s.Container, Stage: "stale", Error: s.String(), Time: a.now(), Reminder: s.Reminder}
 		if !s.Newest.IsZero() {
 			t := s.Newest.UTC()
 			ev.LastSuccess = &t
@@ -203,13 +207,19 @@ func EventsForReport(rep *Report, host string, now time.Time) []Event {
 	if rep.OK() {
 		ev := Event{Kind: EventSuccess, Host: host, Time: now}
 		for _, t := range rep.Targets {
-			ev.Containers = append(ev.Containers, t.Name)
+			if t.Status == StatusOK {
+				ev.Containers = append(ev.Containers, t.Name)
+			}
 		}
 		return []Event{ev}
 	}
 	var out []Event
 	for _, t := range rep.Failed() {
-		ev := Event{Kind: EventFailure, Host: host, Container: t.Name, Stage: "backup", Error: t.Error, Time: now}
+		stage := "backup"
+		if t.Missing {
+			stage = "missing"
+		}
+		ev := Event{Kind: EventFailure, Host: host, Container: t.Name, Stage: stage, Error: t.Error, Time: now}
 		if st := rep.State(t.Name); st != nil && !st.Newest.IsZero() {
 			n := st.Newest.UTC()
 			ev.LastSuccess = &n
@@ -236,6 +246,8 @@ func Summary(rep *Report) string {
 	fmt.Fprintf(&b, "backup pass on %s %s in %s\n", rep.Host, status, rep.Duration.Round(time.Second))
 	for _, t := range rep.Targets {
 		switch t.Status {
+		case StatusRetired:
+			fmt.Fprintf(&b, "%s: retired, not backed up\n", t.Name)
 		case StatusOK:
 			fmt.Fprintf(&b, "%s: ok, snapshot %s, %d bytes read, %d added\n", t.Name, short(t.SnapshotID), t.BytesRead, t.BytesAdded)
 		default:
@@ -289,6 +301,7 @@ func hookEnv(base []string, ev Event) []string {
 		"SCALR_BACKUP_TIME="+ev.Time.UTC().Format(time.RFC3339),
 		"SCALR_BACKUP_LAST_SUCCESS="+last,
 		"SCALR_BACKUP_SNAPSHOT="+ev.SnapshotID,
+		"SCALR_BACKUP_REMINDER="+strconv.FormatBool(ev.Reminder),
 		"SCALR_BACKUP_CONTAINERS="+strings.Join(ev.Containers, " "),
 	)
 }
@@ -518,6 +531,9 @@ type StaleAlert struct {
 	Newest time.Time `json:"newest,omitzero"`
 	// Age is now minus Newest (zero when there is none).
 	Age time.Duration `json:"-"`
+	// Reminder marks an alert repeated for a container that has stayed
+	// stale (see Config.StaleReminder).
+	Reminder bool `json:"-"`
 }
 
 func (s StaleAlert) String() string {
@@ -528,12 +544,18 @@ func (s StaleAlert) String() string {
 		s.Age.Round(time.Minute), s.Newest.UTC().Format(time.RFC3339))
 }
 
-// CheckStale is the dead-man check: for each target, the newest container
-// backup in snapshots (see ContainerOf; pass only the snapshots of this
-// host when several share the repository) must be at most threshold old at
-// now. It returns an alert per target where it is not, sorted by name.
+// CheckStale is the dead-man check over the expected set: every container
+// with a backup in snapshots (see ContainerOf; pass only the snapshots of
+// this host when several share the repository) that is not retired (see
+// RetiredTag), plus every target, must have a backup at most threshold old
+// at now. It returns an alert per container where it has not, sorted by
+// name: a container that stopped, or was removed or renamed, stays expected
+// until it is backed up again or retired.
 func CheckStale(snapshots []*repo.Snapshot, targets []Target, now time.Time, threshold time.Duration) []StaleAlert {
-	return staleFromInventory(Inventory(snapshots, ""), targetNames(targets), now, threshold)
+	e := newExpectation()
+	e.setInventory(Inventory(snapshots, ""))
+	e.discovered = targetNames(targets)
+	return e.stale(now, threshold)
 }
 
 func targetNames(targets []Target) []string {
@@ -542,14 +564,6 @@ func targetNames(targets []Target) []string {
 		names = append(names, t.Name)
 	}
 	return names
-}
-
-func staleFromInventory(inv []ContainerState, names []string, now time.Time, threshold time.Duration) []StaleAlert {
-	newest := map[string]time.Time{}
-	for _, st := range inv {
-		newest[st.Container] = st.Newest
-	}
-	return staleFromNewest(newest, nil, names, now, threshold)
 }
 
 // staleFromNewest checks each name's newest backup. A container without any

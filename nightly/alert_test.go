@@ -296,12 +296,55 @@ func TestCheckStale(t *testing.T) {
 		t.Errorf("old: %+v %s", alerts[1], alerts[1])
 	}
 	// 25 hours later the fresh one is stale too.
-	if got := CheckStale(snaps, targets("fresh"), now.Add(25*time.Hour), 26*time.Hour); len(got) != 1 || got[0].Container != "fresh" {
+	if got := CheckStale(snaps, targets("fresh", "old"), now.Add(25*time.Hour), 26*time.Hour); len(got) != 2 || got[0].Container != "fresh" {
 		t.Errorf("later: %+v", got)
 	}
-	// A removed container (not a target) never alerts.
-	if got := CheckStale(snaps, targets("fresh"), now, 26*time.Hour); len(got) != 0 {
-		t.Errorf("only targets: %+v", got)
+	// A container that is no target any more (stopped, removed, renamed)
+	// stays expected: its backups are this host's.
+	if got := CheckStale(snaps, targets("fresh"), now, 26*time.Hour); len(got) != 1 || got[0].Container != "old" {
+		t.Errorf("old is no target: %+v", got)
+	}
+	// Retired: a retirement record newer than its newest backup takes it
+	// out of the expected set; another host's record does not.
+	saveRetiredRecord(t, tr.r, "old", t0.Add(-time.Hour), "other-host")
+	onH := func() []*repo.Snapshot {
+		var out []*repo.Snapshot
+		for _, sn := range tr.snapshots(t) {
+			if sn.Hostname == "h" {
+				out = append(out, sn)
+			}
+		}
+		return out
+	}
+	if got := CheckStale(onH(), targets("fresh"), now, 26*time.Hour); len(got) != 1 {
+		t.Errorf("retired by another host: %+v", got)
+	}
+	saveRetiredRecord(t, tr.r, "old", t0.Add(-time.Hour), "h")
+	if got := CheckStale(onH(), targets("fresh"), now, 26*time.Hour); len(got) != 0 {
+		t.Errorf("retired: %+v", got)
+	}
+	// Retired even when discovered again, until a backup after the record.
+	if got := CheckStale(onH(), targets("fresh", "old"), now, 26*time.Hour); len(got) != 0 {
+		t.Errorf("retired, discovered: %+v", got)
+	}
+	fb := &fakeBackup{now: func() time.Time { return t0 }, host: "h"}
+	if _, err := fb.fn(ctx, tr.r, Target{Name: "old", Detail: "detail-old"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := CheckStale(onH(), targets("fresh"), now.Add(25*time.Hour), 26*time.Hour); len(got) != 2 {
+		t.Errorf("backed up after its retirement, it is expected again: %+v", got)
+	}
+}
+
+// saveRetiredRecord writes a retirement record as `scalr-backup retire`
+// does.
+func saveRetiredRecord(t *testing.T, r *repo.Repository, name string, at time.Time, host string) {
+	t.Helper()
+	_, err := r.BackupStream(context.Background(), repo.Stream{
+		Name: strings.TrimPrefix(RetiredRecordPath(name), "/"), Reader: strings.NewReader(`{"container":"` + name + `"}`),
+	}, repo.BackupOptions{Tags: []string{RetiredTag, RetiredOfTag(name)}, Hostname: host, Time: at})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

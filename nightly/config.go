@@ -18,9 +18,15 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultSchedule       = "0 3 * * *" // 03:00 UTC every day
-	DefaultDrillSchedule  = "0 5 1 * *" // 05:00 UTC on the first of each month
-	DefaultStaleAfter     = 26 * time.Hour
+	DefaultSchedule      = "0 3 * * *" // 03:00 UTC every day
+	DefaultDrillSchedule = "0 5 1 * *" // 05:00 UTC on the first of each month
+	DefaultStaleAfter    = 26 * time.Hour
+	// DefaultStaleReminder is how often a container that stays stale is
+	// alerted again.
+	DefaultStaleReminder = 24 * time.Hour
+	// DefaultCheckInterval is how often the daemon checks the repository
+	// and the Docker engine again, and runs the dead-man check.
+	DefaultCheckInterval  = time.Hour
 	DefaultMetricsAddr    = "127.0.0.1:9187"
 	DefaultHookTimeout    = 2 * time.Minute
 	DefaultWebhookTimeout = 10 * time.Second
@@ -45,8 +51,11 @@ type Config struct {
 	// host and container; -1 keeps all of them.
 	DrillKeep int
 	// Patterns select containers by name for discovery (nil: discovery's
-	// defaults); AllDatabases dumps every database of each.
+	// defaults); Databases select the databases of each (nil: every one);
+	// AllDatabases is SCALR_BACKUP_ALL_DATABASES as set, which Databases
+	// already reflects. See LoadDiscovery.
 	Patterns     []string
+	Databases    []string
 	AllDatabases bool
 	// Host is recorded in the snapshots and limits forget to them.
 	Host string
@@ -73,6 +82,13 @@ type Config struct {
 	// StaleAfter is the dead-man threshold: a container whose newest backup
 	// is older is reported stale.
 	StaleAfter time.Duration
+	// StaleReminder is how often a container that stays stale is alerted
+	// again (0: only when it becomes stale).
+	StaleReminder time.Duration
+	// CheckInterval is how often the daemon checks the repository and
+	// the Docker engine and runs the dead-man check (after a failed check:
+	// sooner, backing off from a second up to this).
+	CheckInterval time.Duration
 
 	// MetricsAddr is where the daemon serves /metrics and /healthz (""
 	// means not at all).
@@ -100,24 +116,86 @@ func Environment() []Env {
 		{"SCALR_BACKUP_KEEP_MONTHLY", "6", "monthly snapshots kept per container"},
 		{"SCALR_BACKUP_DRILL_KEEP", "12", "drill records (snapshots tagged drill) kept per container and host, the newest ones; a count from 1, or unlimited. Backups keep their own retention above"},
 		{"SCALR_BACKUP_PATTERNS", "scalr-*-db scalr-auth-postgres", "container name patterns to back up, separated by spaces or commas (labels scalr.backup=true/false still apply)"},
-		{"SCALR_BACKUP_ALL_DATABASES", "false", "dump every database of each container, not only POSTGRES_DB"},
+		{"SCALR_BACKUP_DATABASES", "all", "the databases of each container to back up, each its own file in the container's snapshot, separated by spaces or commas: all (every database that accepts connections, templates excepted), POSTGRES_DB (the container's), or database name patterns; the others are reported as left out. Labels scalr.backup.databases (same syntax) and scalr.backup.all-databases=true/false set it per container"},
+		{"SCALR_BACKUP_ALL_DATABASES", "", "the older spelling: true is SCALR_BACKUP_DATABASES=all, false is SCALR_BACKUP_DATABASES=POSTGRES_DB"},
 		{"SCALR_BACKUP_HOST", "$RESTIC_HOST, else the host name", "host name recorded in snapshots (by run, daemon, backup, pg-backup and drill alike; --host wins); forget only touches this host's snapshots. Set it (or a fixed container hostname): a container's host name changes with every re-creation"},
 		{"SCALR_BACKUP_ALLOW_EMPTY", "false", "a pass that finds no container succeeds instead of failing"},
 		{"SCALR_BACKUP_TARGET_TIMEOUT", "6h", "longest one container's backup may take; 0 for no limit"},
 		{"SCALR_BACKUP_RETRY_LOCK", "15m", "how long to wait for a repository lock held by another process (--retry-lock wins)"},
 		{"SCALR_BACKUP_INIT", "false", "create the repository when there is none (like --init)"},
-		{"SCALR_BACKUP_ON_FAILURE", "", "shell command (/bin/sh -c) run for each failed container, failed stage, stale container and failed drill; details in SCALR_BACKUP_EVENT, _CONTAINER, _ERROR, _HOST, _TIME, _LAST_SUCCESS, _STAGE"},
+		{"SCALR_BACKUP_ON_FAILURE", "", "shell command (/bin/sh -c) run for each failed container (one that cannot be backed up, or is missing, included), failed stage, stale container and failed drill; details in SCALR_BACKUP_EVENT, _CONTAINER, _ERROR, _HOST, _TIME, _LAST_SUCCESS, _STAGE, _REMINDER"},
 		{"SCALR_BACKUP_ON_SUCCESS", "", "shell command run after a pass in which everything succeeded"},
 		{"SCALR_BACKUP_HOOK_TIMEOUT", "2m", "longest a hook command may run"},
 		{"SCALR_BACKUP_WEBHOOK_URL", "", "URL that gets a JSON POST per failure: event, host, container, stage, error, time, last_success; retried with backoff on errors and 5xx"},
 		{"SCALR_BACKUP_WEBHOOK_ON_SUCCESS", "false", "also POST once per successful pass"},
 		{"SCALR_BACKUP_WEBHOOK_TIMEOUT", "10s", "timeout of one webhook or healthcheck request"},
 		{"SCALR_BACKUP_HEALTHCHECK_URL", "", "healthchecks.io-style ping URL: URL/start when a pass starts, URL when it succeeded, URL/fail when it failed"},
-		{"SCALR_BACKUP_STALE_AFTER", "26h", "dead-man threshold: alert for a container whose newest backup is older (Go duration, or days like 2d)"},
+		{"SCALR_BACKUP_STALE_AFTER", "26h", "dead-man threshold: alert for an expected container whose newest backup is older (Go duration, or days like 2d). Expected: every container this host has backed up (its snapshots in the repository) plus those discovered now, less the retired ones (see retire)"},
+		{"SCALR_BACKUP_STALE_REMINDER", "24h", "alert again every so often while a container stays stale; off alerts only when it becomes stale"},
+		{"SCALR_BACKUP_CHECK_INTERVAL", "1h", "daemon: how often it checks the repository (open, password, index) and the Docker engine again and runs the dead-man check; a failed check is retried sooner, backing off from 1s"},
 		{"SCALR_BACKUP_METRICS_ADDR", DefaultMetricsAddr, "daemon: address of /metrics and /healthz; off disables"},
 		{"SCALR_BACKUP_TEXTFILE", "", "run: write metrics there for node_exporter's textfile collector (atomically)"},
 		{"SCALR_BACKUP_LOG_FORMAT", "auto", "auto (text on a terminal, JSON otherwise), json or text"},
 	}
+}
+
+// Discovery is what selects the containers and the databases to back up.
+type Discovery struct {
+	// Patterns are container name patterns (nil: discovery's defaults).
+	Patterns []string
+	// Databases is the database selection (nil: every database): "all",
+	// "POSTGRES_DB", or database name patterns.
+	Databases []string
+	// AllDatabases is SCALR_BACKUP_ALL_DATABASES as set.
+	AllDatabases bool
+}
+
+// LoadDiscovery reads the discovery settings from the environment, as
+// LoadConfig does and as every command (discover, pg-backup, drill, run,
+// daemon) does: SCALR_BACKUP_PATTERNS, SCALR_BACKUP_DATABASES and its older
+// spelling SCALR_BACKUP_ALL_DATABASES (true: all, false: POSTGRES_DB; both
+// set is an error). Lists are separated by commas or white space. The
+// error lists every bad variable.
+func LoadDiscovery(getenv func(string) string) (Discovery, error) {
+	get := func(k string) string { return strings.TrimSpace(getenv(k)) }
+	var errs []error
+	bad := func(k, v, why string) { errs = append(errs, fmt.Errorf("%s=%q: %s", k, v, why)) }
+	split := func(v string) []string {
+		return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
+	}
+	var d Discovery
+	if v := get("SCALR_BACKUP_PATTERNS"); v != "" {
+		for _, p := range split(v) {
+			if _, err := path.Match(p, ""); err != nil {
+				bad("SCALR_BACKUP_PATTERNS", p, "not a valid name pattern: "+err.Error())
+				continue
+			}
+			d.Patterns = append(d.Patterns, p)
+		}
+	}
+	if v := get("SCALR_BACKUP_DATABASES"); v != "" {
+		for _, p := range split(v) {
+			if _, err := path.Match(p, ""); err != nil {
+				bad("SCALR_BACKUP_DATABASES", p, "not all, POSTGRES_DB or a valid database name pattern: "+err.Error())
+				continue
+			}
+			d.Databases = append(d.Databases, p)
+		}
+	}
+	if v := get("SCALR_BACKUP_ALL_DATABASES"); v != "" {
+		b, err := strconv.ParseBool(v)
+		switch {
+		case err != nil:
+			bad("SCALR_BACKUP_ALL_DATABASES", v, "want true or false")
+		case get("SCALR_BACKUP_DATABASES") != "":
+			errs = append(errs, errors.New("SCALR_BACKUP_ALL_DATABASES and SCALR_BACKUP_DATABASES are both set: SCALR_BACKUP_DATABASES alone says it (all, POSTGRES_DB or names)"))
+		case b:
+			d.AllDatabases, d.Databases = true, []string{"all"}
+		default:
+			d.Databases = []string{"POSTGRES_DB"}
+		}
+	}
+	return d, errors.Join(errs...)
 }
 
 // LoadConfig reads the configuration from the environment through getenv
@@ -135,6 +213,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		HookTimeout:    DefaultHookTimeout,
 		WebhookTimeout: DefaultWebhookTimeout,
 		StaleAfter:     DefaultStaleAfter,
+		StaleReminder:  DefaultStaleReminder,
+		CheckInterval:  DefaultCheckInterval,
 		MetricsAddr:    DefaultMetricsAddr,
 		LogFormat:      "auto",
 	}
@@ -194,15 +274,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 
-	if v := get("SCALR_BACKUP_PATTERNS"); v != "" {
-		for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }) {
-			if _, err := path.Match(p, ""); err != nil {
-				bad("SCALR_BACKUP_PATTERNS", p, "not a valid name pattern: "+err.Error())
-				continue
-			}
-			c.Patterns = append(c.Patterns, p)
-		}
+	disc, err := LoadDiscovery(getenv)
+	if err != nil {
+		errs = append(errs, err)
 	}
+	c.Patterns, c.Databases, c.AllDatabases = disc.Patterns, disc.Databases, disc.AllDatabases
 	boolVar := func(k string, dst *bool) {
 		v := get(k)
 		if v == "" {
@@ -215,7 +291,6 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		*dst = b
 	}
-	boolVar("SCALR_BACKUP_ALL_DATABASES", &c.AllDatabases)
 	boolVar("SCALR_BACKUP_ALLOW_EMPTY", &c.AllowEmpty)
 	boolVar("SCALR_BACKUP_INIT", &c.Init)
 	boolVar("SCALR_BACKUP_WEBHOOK_ON_SUCCESS", &c.WebhookOnSuccess)
@@ -253,6 +328,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	durVar("SCALR_BACKUP_HOOK_TIMEOUT", &c.HookTimeout, false)
 	durVar("SCALR_BACKUP_WEBHOOK_TIMEOUT", &c.WebhookTimeout, false)
 	durVar("SCALR_BACKUP_STALE_AFTER", &c.StaleAfter, false)
+	if v := get("SCALR_BACKUP_STALE_REMINDER"); v != "" && isOff(v) {
+		c.StaleReminder = 0
+	} else {
+		durVar("SCALR_BACKUP_STALE_REMINDER", &c.StaleReminder, false)
+	}
+	durVar("SCALR_BACKUP_CHECK_INTERVAL", &c.CheckInterval, false)
 
 	c.OnFailure = getenv("SCALR_BACKUP_ON_FAILURE")
 	c.OnSuccess = getenv("SCALR_BACKUP_ON_SUCCESS")

@@ -24,8 +24,14 @@ import (
 //     forget and prune remove their locks as they return, so an abandoned
 //     pass leaves no lock behind (and no snapshot: data it uploaded is
 //     unreferenced until the next prune). Run returns after the job did.
-//   - Every StaleCheckEvery the dead-man check runs on the last known state,
-//     so a container whose backups stop is reported even without a pass.
+//   - At start it checks the repository (open, password, index, snapshots)
+//     and the Docker engine (Service.Check), in the background, retrying
+//     with backoff (from a second, doubling, up to StaleCheckEvery) until
+//     both work; until then /healthz is 503 saying why. The repository's
+//     history fills the per-container metrics and the expected set.
+//   - Every StaleCheckEvery it checks both again and runs the dead-man
+//     check on the expected set, so a container whose backups stop is
+//     reported even without a pass.
 //   - With Config.MetricsAddr set and Metrics present, /metrics and /healthz
 //     are served there for the daemon's life.
 type Daemon struct {
@@ -36,11 +42,16 @@ type Daemon struct {
 	// ShutdownGrace is how long a running job may go on after ctx ends
 	// (0: cancel it at once).
 	ShutdownGrace time.Duration
-	// StaleCheckEvery is the dead-man check's period (0: one hour).
+	// StaleCheckEvery is the period of the checks and the dead-man check
+	// (0: Config.CheckInterval, else one hour).
 	StaleCheckEvery time.Duration
+	// CheckTimeout bounds one check (0: two minutes): storage that does not
+	// answer fails the check then, and the next one is tried.
+	CheckTimeout time.Duration
 	// RunNow runs a pass right at the start, before the schedule's first.
 	RunNow bool
-	// NoRefresh skips loading the repository's state at the start.
+	// NoRefresh skips the checks (and so loading the repository's state):
+	// only the dead-man check runs periodically.
 	NoRefresh bool
 	// AfterPass and AfterDrill, when set, get each finished job's report.
 	AfterPass  func(*Report)
@@ -118,11 +129,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 
-	if !d.NoRefresh {
-		if err := s.Refresh(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("loading the repository's state at start failed; the first pass will load it", "error", err)
-		} else if ctx.Err() == nil {
-			s.CheckStale(ctx)
+	every := d.StaleCheckEvery
+	if every <= 0 {
+		every = s.Config.CheckInterval
+	}
+	if every <= 0 {
+		every = DefaultCheckInterval
+	}
+	if s.Metrics != nil && !d.NoRefresh {
+		s.Metrics.ExpectChecks(CheckRepository)
+		if s.Discoverer != nil {
+			s.Metrics.ExpectChecks(CheckDocker)
 		}
 	}
 
@@ -141,7 +158,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return false
 		}
 	}
+	setNext := func() {
+		if s.Metrics == nil {
+			return
+		}
+		now := time.Now()
+		s.Metrics.SetNextPass(passSched.Next(now))
+		if drillSched != nil {
+			s.Metrics.SetNextDrill(drillSched.Next(now))
+		}
+	}
 	passJob := func() {
+		setNext()
 		if stopping.Load() {
 			return
 		}
@@ -161,6 +189,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	drillJob := func() {
+		setNext()
 		if stopping.Load() {
 			return
 		}
@@ -185,6 +214,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		c.Schedule(drillSched, cron.FuncJob(drillJob))
 	}
 	c.Start()
+	setNext()
 	now := time.Now().UTC()
 	attrs := []any{"schedule", spec, "next_pass", passSched.Next(now).Format(time.RFC3339)}
 	if drillSched != nil {
@@ -199,20 +229,56 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 
-	every := d.StaleCheckEvery
-	if every <= 0 {
-		every = time.Hour
+	// The checks: at once, then every period; after a failure, again
+	// sooner with backoff.
+	checkTimeout := d.CheckTimeout
+	if checkTimeout <= 0 {
+		checkTimeout = 2 * time.Minute
 	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	backoff := time.Second
+	wait := time.Duration(0)
+	healthy := false
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	if d.NoRefresh {
+		wait = every
+		timer.Reset(wait)
+	}
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
-		case <-tick.C:
-			s.CheckStale(ctx)
+		case <-timer.C:
 		}
+		if d.NoRefresh {
+			s.CheckStale(ctx)
+			timer.Reset(every)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		err := s.Check(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			break loop
+		}
+		if err != nil {
+			wait = min(backoff, every)
+			backoff = min(2*backoff, every)
+			log.Error("check failed: retrying", "error", err, "retry_in", wait.String())
+			healthy = false
+		} else {
+			if !healthy {
+				log.Info("check passed: repository and Docker engine work")
+			}
+			healthy = true
+			wait, backoff = every, time.Second
+		}
+		// The dead-man check runs on whatever is known, even when the
+		// check failed in part (say Docker is down but the repository's
+		// history was read).
+		s.CheckStale(ctx)
+		timer.Reset(wait)
 	}
 
 	stopping.Store(true)

@@ -2,23 +2,36 @@ package nightly
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/scalr-platform/scalr-backup/backend"
 )
 
 // Metrics holds the service's Prometheus metrics, in a registry of its own
 // (never the global one), and the health state behind /healthz.
+//
+// A metric that has no value yet is absent, never a made-up 0: the last
+// pass's gauges appear with the first pass, the per-container ones with the
+// repository's history, the checks with the first check. Counters start at
+// 0 (that is their value) and, in a textfile, go on from the previous file
+// (see LoadTextfile), so increase() and rate() work across runs.
 type Metrics struct {
 	reg *prometheus.Registry
 
@@ -34,28 +47,59 @@ type Metrics struct {
 	drillPassed     *prometheus.GaugeVec
 	targetFailures  *prometheus.CounterVec
 	requests        *prometheus.CounterVec
+	retries         prometheus.Counter
 	storageBytes    *prometheus.CounterVec
 	passes          prometheus.Counter
 	passFailures    prometheus.Counter
 	drillFailures   prometheus.Counter
 	forgotten       prometheus.Counter
 	pruneFreed      prometheus.Counter
-	lastPassTime    prometheus.Gauge
-	lastPassOK      prometheus.Gauge
-	lastPassSeconds prometheus.Gauge
+	lastPassTime    *prometheus.GaugeVec // no labels: absent until a pass
+	lastPassOK      *prometheus.GaugeVec
+	lastPassSeconds *prometheus.GaugeVec
+	repoBytes       *prometheus.GaugeVec
+	repoPacks       *prometheus.GaugeVec
+	repoSnapshots   *prometheus.GaugeVec
+	passRunning     prometheus.Gauge
+	drillRunning    prometheus.Gauge
+	nextPass        *prometheus.GaugeVec
+	nextDrill       *prometheus.GaugeVec
+	checkOK         *prometheus.GaugeVec
+	checkTime       *prometheus.GaugeVec
+	buildInfo       *prometheus.GaugeVec
 	healthy         prometheus.Gauge
 
 	staleAfter time.Duration
 	now        func() time.Time
+	exp        *expectation
 
-	mu        sync.Mutex
-	havePass  bool
-	passOK    bool
-	passErr   string
-	targets   []string
-	newest    map[string]time.Time
-	firstSeen map[string]time.Time
+	mu       sync.Mutex
+	havePass bool
+	passOK   bool
+	passErr  string
+	checks   map[string]*CheckState
+	retry    *retryNote
 }
+
+// CheckState is one component's last check (see Service.Check).
+type CheckState struct {
+	// OK is false while the component has not been checked yet, and after
+	// a failed check.
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
+	Time  time.Time `json:"time,omitzero"`
+}
+
+type retryNote struct {
+	at   time.Time
+	text string
+}
+
+// The check components.
+const (
+	CheckRepository = "repository"
+	CheckDocker     = "docker"
+)
 
 // NewMetrics creates the metrics in a new registry. staleAfter is the
 // dead-man threshold of the health check (0: DefaultStaleAfter); now is the
@@ -67,7 +111,8 @@ func NewMetrics(staleAfter time.Duration, now func() time.Time) *Metrics {
 	if now == nil {
 		now = time.Now
 	}
-	m := &Metrics{reg: prometheus.NewRegistry(), staleAfter: staleAfter, now: now, newest: map[string]time.Time{}, firstSeen: map[string]time.Time{}}
+	m := &Metrics{reg: prometheus.NewRegistry(), staleAfter: staleAfter, now: now, exp: newExpectation(),
+		checks: map[string]*CheckState{}}
 	c := []string{"container"}
 	gv := func(name, help string, labels []string) *prometheus.GaugeVec {
 		v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "scalr_backup", Name: name, Help: help}, labels)
@@ -89,33 +134,117 @@ func NewMetrics(staleAfter time.Duration, now func() time.Time) *Metrics {
 		m.reg.MustRegister(v)
 		return v
 	}
-	m.lastSuccess = gv("last_success_timestamp_seconds", "Time of the newest backup of the container in the repository (Unix seconds).", c)
-	m.lastStatus = gv("last_backup_success", "1 when the container's backup in the last pass succeeded, 0 when it failed.", c)
+	m.lastSuccess = gv("last_success_timestamp_seconds", "Time of the newest backup of the container by this host in the repository (Unix seconds), from the repository's history.", c)
+	m.lastStatus = gv("last_backup_success", "1 when the container's backup in the last pass succeeded, 0 when it failed (also when it is missing or cannot be backed up).", c)
 	m.lastDuration = gv("last_backup_duration_seconds", "How long the container's backup took in the last pass.", c)
 	m.lastBytesRead = gv("last_backup_read_bytes", "Bytes read from the container (the dumps) in the last pass.", c)
 	m.lastBytesAdded = gv("last_backup_added_bytes", "Bytes of new data (before compression) the container's last backup added to the repository.", c)
 	m.lastBytesStored = gv("last_backup_stored_bytes", "Bytes the container's last backup added to storage (compressed, encrypted).", c)
-	m.snapshots = gv("snapshots", "Number of backups of the container in the repository, after forget.", c)
-	m.stale = gv("stale", "1 when the container's newest backup is older than the dead-man threshold (or missing).", c)
+	m.snapshots = gv("snapshots", "Number of backups of the container by this host in the repository, after forget.", c)
+	m.stale = gv("stale", "1 when the expected container (backed up by this host before, or discovered now, and not retired) has no backup newer than the dead-man threshold, else 0.", c)
 	m.drillTime = gv("last_drill_timestamp_seconds", "Time of the container's newest restore drill (Unix seconds).", c)
 	m.drillPassed = gv("last_drill_success", "1 when the container's newest restore drill passed, 0 when it failed.", c)
-	m.targetFailures = cv("backup_failures_total", "Failed container backups.", c)
-	m.requests = cv("storage_requests_total", "Storage requests by kind (save=PUT, load=GET, stat=HEAD, list_page=LIST request, remove=DELETE, error, retry).", []string{"op"})
+	m.targetFailures = cv("backup_failures_total", "Failed container backups (missing containers included).", c)
+	m.requests = cv("storage_requests_total", "Storage requests by operation (save=PUT, load=GET, stat=HEAD, list=LIST page, remove=DELETE) and outcome (ok, error); retried attempts count as requests.", []string{"op", "outcome"})
+	m.retries = cnt("storage_retries_total", "Storage requests that failed and were tried again.")
 	m.storageBytes = cv("storage_bytes_total", "Bytes sent to (up) and received from (down) storage.", []string{"direction"})
 	m.passes = cnt("passes_total", "Backup passes run (cancelled ones not included).")
 	m.passFailures = cnt("pass_failures_total", "Backup passes in which anything failed.")
 	m.drillFailures = cnt("drill_failures_total", "Failed restore drills.")
 	m.forgotten = cnt("forgotten_snapshots_total", "Snapshots removed by the retention policy.")
 	m.pruneFreed = cnt("prune_freed_bytes_total", "Bytes of storage freed by prune.")
-	m.lastPassTime = g("last_pass_timestamp_seconds", "When the last pass finished (Unix seconds).")
-	m.lastPassOK = g("last_pass_success", "1 when everything in the last pass succeeded.")
-	m.lastPassSeconds = g("last_pass_duration_seconds", "How long the last pass took.")
-	m.healthy = g("healthy", "1 when the last pass succeeded and no container is stale (what /healthz says).")
+	m.lastPassTime = gv("last_pass_timestamp_seconds", "When the last pass finished (Unix seconds); absent until this process (or, in a textfile, run) finished one.", nil)
+	m.lastPassOK = gv("last_pass_success", "1 when everything in the last pass succeeded; absent until a pass finished.", nil)
+	m.lastPassSeconds = gv("last_pass_duration_seconds", "How long the last pass took, opening the repository included; absent until a pass finished.", nil)
+	m.repoBytes = gv("repository_size_bytes", "Bytes of the repository's pack files (data/), after the last pass.", nil)
+	m.repoPacks = gv("repository_packs", "Number of pack files in the repository, after the last pass.", nil)
+	m.repoSnapshots = gv("repository_snapshots", "Number of snapshots in the repository (every host, drill and retirement records included), after the last pass.", nil)
+	m.passRunning = g("pass_running", "1 while a backup pass runs.")
+	m.drillRunning = g("drill_running", "1 while a restore drill runs.")
+	m.nextPass = gv("next_pass_timestamp_seconds", "When the daemon's schedule runs the next pass (Unix seconds).", nil)
+	m.nextDrill = gv("next_drill_timestamp_seconds", "When the daemon's schedule runs the next restore drill (Unix seconds).", nil)
+	m.checkOK = gv("check_success", "1 when the last check of the component worked (repository: open, password, index, snapshots; docker: the engine answers and discovery works), 0 when it failed or has not finished yet.", []string{"component"})
+	m.checkTime = gv("check_timestamp_seconds", "When the component's last check finished (Unix seconds).", []string{"component"})
+	m.buildInfo = gv("build_info", "Always 1; the labels say which scalr-backup runs.", []string{"version", "revision", "goversion"})
+	m.healthy = g("healthy", "1 when /healthz says healthy: checks pass, the last pass (if any) succeeded, no expected container is stale.")
 	return m
 }
 
 // Registry returns the metrics' own registry.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// RegisterProcess adds the Go runtime (go_*) and process (process_*)
+// collectors: a long-running daemon's memory, CPU, file descriptors and
+// start time. A textfile leaves them out: they would describe a process
+// that has exited.
+func (m *Metrics) RegisterProcess() {
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// SetBuildInfo sets scalr_backup_build_info.
+func (m *Metrics) SetBuildInfo(version, revision string) {
+	if revision == "" {
+		revision = "unknown"
+	}
+	m.buildInfo.Reset()
+	m.buildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
+}
+
+// SetPassRunning and SetDrillRunning set the running gauges.
+func (m *Metrics) SetPassRunning(on bool)  { m.passRunning.Set(b2f(on)) }
+func (m *Metrics) SetDrillRunning(on bool) { m.drillRunning.Set(b2f(on)) }
+
+// SetNextPass and SetNextDrill set when the schedule runs next (zero
+// removes the gauge).
+func (m *Metrics) SetNextPass(t time.Time)  { setTime(m.nextPass, t) }
+func (m *Metrics) SetNextDrill(t time.Time) { setTime(m.nextDrill, t) }
+
+func setTime(v *prometheus.GaugeVec, t time.Time) {
+	if t.IsZero() {
+		v.Reset()
+		return
+	}
+	v.WithLabelValues().Set(unix(t))
+}
+
+// ExpectChecks declares components whose check has not run yet: until it
+// has worked, /healthz is 503 saying so (the daemon declares the
+// repository and the Docker engine at start).
+func (m *Metrics) ExpectChecks(components ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range components {
+		if _, ok := m.checks[c]; !ok {
+			m.checks[c] = &CheckState{}
+			m.checkOK.WithLabelValues(c).Set(0)
+		}
+	}
+}
+
+// ObserveCheck records the outcome of a component's check at time at.
+func (m *Metrics) ObserveCheck(component string, err error, at time.Time) {
+	st := &CheckState{OK: err == nil, Time: at.UTC()}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	m.mu.Lock()
+	m.checks[component] = st
+	if component == CheckRepository && err == nil {
+		m.retry = nil
+	}
+	m.mu.Unlock()
+	m.checkOK.WithLabelValues(component).Set(b2f(err == nil))
+	m.checkTime.WithLabelValues(component).Set(unix(at))
+	m.refreshHealth()
+}
+
+// NoteRetry records a storage retry: while the repository's check has not
+// worked, /healthz shows the latest one as what is going on.
+func (m *Metrics) NoteRetry(ev backend.RetryEvent) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.retry = &retryNote{at: m.now(), text: ev.String()}
+}
 
 // ObservePass records a finished pass. A cancelled pass only adds its
 // storage requests.
@@ -129,29 +258,29 @@ func (m *Metrics) ObservePass(rep *Report) {
 	if !ok {
 		m.passFailures.Inc()
 	}
-	m.lastPassTime.Set(unix(rep.Finished))
-	m.lastPassOK.Set(b2f(ok))
-	m.lastPassSeconds.Set(rep.Duration.Seconds())
+	m.lastPassTime.WithLabelValues().Set(unix(rep.Finished))
+	m.lastPassOK.WithLabelValues().Set(b2f(ok))
+	m.lastPassSeconds.WithLabelValues().Set(rep.Duration.Seconds())
 	if rep.Forget != nil {
 		m.forgotten.Add(float64(rep.Forget.Removed))
 	}
 	if rep.Prune != nil {
 		m.pruneFreed.Add(float64(rep.Prune.RemoveSize + rep.Prune.UnreferencedSize))
 	}
-
-	discovered := true
-	for _, e := range rep.Errors {
-		if e.Stage == "discover" || e.Stage == "open" {
-			discovered = false
-		}
+	if st := rep.Repository; st != nil {
+		m.repoBytes.WithLabelValues().Set(float64(st.PackBytes))
+		m.repoPacks.WithLabelValues().Set(float64(st.Packs))
+		m.repoSnapshots.WithLabelValues().Set(float64(st.Snapshots))
 	}
+
+	discovered := !discoveryFailed(rep)
 	if discovered {
 		for _, v := range []*prometheus.GaugeVec{m.lastStatus, m.lastDuration, m.lastBytesRead, m.lastBytesAdded, m.lastBytesStored} {
 			v.Reset()
 		}
 	}
 	for _, t := range rep.Targets {
-		if t.Status == StatusSkipped {
+		if t.Status == StatusSkipped || t.Status == StatusRetired {
 			continue
 		}
 		m.lastStatus.WithLabelValues(t.Name).Set(b2f(t.Status == StatusOK))
@@ -171,10 +300,10 @@ func (m *Metrics) ObservePass(rep *Report) {
 	if err := rep.Err(); err != nil {
 		m.passErr = err.Error()
 	}
-	if discovered {
-		m.setTargets(targetNames(targetsOf(rep)))
-	}
 	m.mu.Unlock()
+	if discovered {
+		m.exp.setDiscovered(discoveredNames(rep), m.now())
+	}
 	if len(rep.Inventory) > 0 || discovered {
 		m.ObserveInventory(rep.Inventory, nil)
 	} else {
@@ -182,51 +311,49 @@ func (m *Metrics) ObservePass(rep *Report) {
 	}
 }
 
-func targetsOf(rep *Report) []Target {
-	out := make([]Target, len(rep.Targets))
-	for i, t := range rep.Targets {
-		out[i] = Target{Name: t.Name}
+// discoveredNames are the containers a pass's discovery listed (not the
+// missing ones it added).
+func discoveredNames(rep *Report) []string {
+	var out []string
+	for _, t := range rep.Targets {
+		if !t.Missing {
+			out = append(out, t.Name)
+		}
 	}
 	return out
 }
 
-// ObserveInventory records what the repository holds (snapshot counts,
-// newest backups, drills). With targets non-nil it also sets the containers
-// the health check expects backups of (the daemon does that at start, before
-// its first pass).
+func targetsOf(rep *Report) []Target {
+	var out []Target
+	for _, name := range discoveredNames(rep) {
+		out = append(out, Target{Name: name})
+	}
+	return out
+}
+
+// ObserveInventory records what the repository holds for this host
+// (snapshot counts, newest backups, drills, retirements). With targets
+// non-nil it also sets the containers discovered now.
 func (m *Metrics) ObserveInventory(inv []ContainerState, targets []Target) {
 	m.snapshots.Reset()
 	m.lastSuccess.Reset()
-	m.mu.Lock()
-	m.newest = map[string]time.Time{}
 	for _, st := range inv {
-		m.snapshots.WithLabelValues(st.Container).Set(float64(st.Snapshots))
+		if st.Snapshots > 0 {
+			m.snapshots.WithLabelValues(st.Container).Set(float64(st.Snapshots))
+		}
 		if !st.Newest.IsZero() {
 			m.lastSuccess.WithLabelValues(st.Container).Set(unix(st.Newest))
-			m.newest[st.Container] = st.Newest
 		}
 		if !st.LastDrill.IsZero() {
 			m.drillTime.WithLabelValues(st.Container).Set(unix(st.LastDrill))
 			m.drillPassed.WithLabelValues(st.Container).Set(b2f(st.LastDrillPassed))
 		}
 	}
+	m.exp.setInventory(inv)
 	if targets != nil {
-		m.setTargets(targetNames(targets))
+		m.exp.setDiscovered(targetNames(targets), m.now())
 	}
-	m.mu.Unlock()
 	m.refreshHealth()
-}
-
-// setTargets sets the expected containers, remembering when each was first
-// seen; the caller holds m.mu.
-func (m *Metrics) setTargets(names []string) {
-	m.targets = names
-	now := m.now()
-	for _, n := range names {
-		if _, ok := m.firstSeen[n]; !ok {
-			m.firstSeen[n] = now
-		}
-	}
 }
 
 // ObserveDrill records a drill's outcome for a container.
@@ -241,68 +368,101 @@ func (m *Metrics) ObserveDrill(container string, passed bool, at time.Time) {
 // AddRequests adds storage request counts.
 func (m *Metrics) AddRequests(c backend.Counts) {
 	for _, x := range []struct {
-		op string
-		n  int64
+		op       string
+		all, bad int64
 	}{
-		{"save", c.Saves}, {"load", c.Loads}, {"stat", c.Stats}, {"list", c.Lists},
-		{"list_page", c.ListPages}, {"remove", c.Removes}, {"error", c.Errors}, {"retry", c.Retries},
+		{"save", c.Saves, c.SaveErrors}, {"load", c.Loads, c.LoadErrors}, {"stat", c.Stats, c.StatErrors},
+		{"list", c.ListPages, c.ListErrors}, {"remove", c.Removes, c.RemoveErrors},
 	} {
-		if x.n > 0 {
-			m.requests.WithLabelValues(x.op).Add(float64(x.n))
-		} else {
-			m.requests.WithLabelValues(x.op)
-		}
+		okN := max(0, x.all-x.bad)
+		m.requests.WithLabelValues(x.op, "ok").Add(float64(okN))
+		m.requests.WithLabelValues(x.op, "error").Add(float64(x.bad))
 	}
-	if c.BytesUp > 0 {
-		m.storageBytes.WithLabelValues("up").Add(float64(c.BytesUp))
+	if c.Retries > 0 {
+		m.retries.Add(float64(c.Retries))
 	}
-	if c.BytesDown > 0 {
-		m.storageBytes.WithLabelValues("down").Add(float64(c.BytesDown))
-	}
+	m.storageBytes.WithLabelValues("up").Add(float64(max(0, c.BytesUp)))
+	m.storageBytes.WithLabelValues("down").Add(float64(max(0, c.BytesDown)))
 }
 
 // Health is what /healthz reports.
 type Health struct {
 	OK bool `json:"ok"`
+	// Reasons says, one line each, why it is not OK (empty when OK).
+	Reasons []string `json:"reasons"`
 	// LastPass is "ok", "failed" or "none" (no pass since the start).
 	LastPass      string       `json:"last_pass"`
 	LastPassError string       `json:"last_pass_error,omitempty"`
 	Stale         []StaleAlert `json:"stale"`
+	// Checks are the components' last checks (the daemon's start-up and
+	// periodic checks of the repository and the Docker engine).
+	Checks map[string]CheckState `json:"checks,omitempty"`
 }
 
-// Health evaluates the health now: the last pass (if any since the start)
-// succeeded and no expected container is stale.
+// Health evaluates the health now: every check declared or run has worked,
+// the last pass (if any since the start) succeeded, and no expected
+// container is stale.
 func (m *Metrics) Health() Health {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	h := Health{LastPass: "none", Stale: staleFromNewest(m.newest, m.firstSeen, m.targets, m.now(), m.staleAfter)}
+	now := m.now()
+	h := Health{LastPass: "none", Stale: m.exp.stale(now, m.staleAfter), Reasons: []string{}}
 	if h.Stale == nil {
 		h.Stale = []StaleAlert{}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := make([]string, 0, len(m.checks))
+	for c := range m.checks {
+		names = append(names, c)
+	}
+	sort.Strings(names)
+	if len(names) > 0 {
+		h.Checks = map[string]CheckState{}
+	}
+	for _, c := range names {
+		st := *m.checks[c]
+		h.Checks[c] = st
+		if st.OK {
+			continue
+		}
+		why := st.Error
+		if st.Time.IsZero() {
+			why = "not checked yet (check in progress)"
+		}
+		if c == CheckRepository && m.retry != nil && m.retry.at.After(st.Time) {
+			why += "; storage retrying: " + m.retry.text
+		}
+		h.Reasons = append(h.Reasons, c+": "+why)
 	}
 	if m.havePass {
 		h.LastPass = "ok"
 		if !m.passOK {
 			h.LastPass, h.LastPassError = "failed", m.passErr
+			h.Reasons = append(h.Reasons, "last pass failed: "+firstLine(m.passErr))
 		}
 	}
-	h.OK = (!m.havePass || m.passOK) && len(h.Stale) == 0
+	for _, s := range h.Stale {
+		h.Reasons = append(h.Reasons, "stale: "+s.String())
+	}
+	h.OK = len(h.Reasons) == 0
 	return h
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
 }
 
 // refreshHealth updates the stale and healthy gauges from the state; the
 // daemon calls it periodically so the gauges age without a pass.
 func (m *Metrics) refreshHealth() Health {
 	h := m.Health()
-	m.stale.Reset()
-	m.mu.Lock()
-	targets := append([]string(nil), m.targets...)
-	m.mu.Unlock()
 	staleSet := map[string]bool{}
 	for _, s := range h.Stale {
 		staleSet[s.Container] = true
 	}
-	for _, t := range targets {
-		m.stale.WithLabelValues(t).Set(b2f(staleSet[t]))
+	m.stale.Reset()
+	for _, name := range m.exp.expected() {
+		m.stale.WithLabelValues(name).Set(b2f(staleSet[name]))
 	}
 	m.healthy.Set(b2f(h.OK))
 	return h
@@ -312,7 +472,11 @@ func (m *Metrics) refreshHealth() Health {
 // (200 when healthy, else 503, with Health as JSON).
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	prom := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.refreshHealth()
+		prom.ServeHTTP(w, r)
+	}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		h := m.refreshHealth()
 		w.Header().Set("Content-Type", "application/json")
@@ -323,6 +487,73 @@ func (m *Metrics) Handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(h)
 	})
 	return mux
+}
+
+// LoadTextfile reads the counters of a previous textfile at path and adds
+// them to these metrics, so that a textfile's counters are cumulative over
+// runs (each run of `run` is a new process). A missing file is no error
+// (the first run); a file that does not parse, or a counter whose labels
+// differ from this version's, is skipped with the error returned, so the
+// counters restart from 0, which Prometheus reads as a counter reset.
+func (m *Metrics) LoadTextfile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("textfile: %w", err)
+	}
+	defer f.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(f)
+	if err != nil {
+		return fmt.Errorf("textfile %s: previous counters not read: %w", path, err)
+	}
+	counters := map[string]any{
+		"scalr_backup_backup_failures_total":     m.targetFailures,
+		"scalr_backup_storage_requests_total":    m.requests,
+		"scalr_backup_storage_retries_total":     m.retries,
+		"scalr_backup_storage_bytes_total":       m.storageBytes,
+		"scalr_backup_passes_total":              m.passes,
+		"scalr_backup_pass_failures_total":       m.passFailures,
+		"scalr_backup_drill_failures_total":      m.drillFailures,
+		"scalr_backup_forgotten_snapshots_total": m.forgotten,
+		"scalr_backup_prune_freed_bytes_total":   m.pruneFreed,
+	}
+	var errs []error
+	for name, c := range counters {
+		fam := fams[name]
+		if fam == nil || fam.GetType() != dto.MetricType_COUNTER {
+			continue
+		}
+		for _, mt := range fam.Metric {
+			v := mt.GetCounter().GetValue()
+			if v <= 0 {
+				continue
+			}
+			labels := prometheus.Labels{}
+			for _, lp := range mt.Label {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			switch c := c.(type) {
+			case prometheus.Counter:
+				if len(labels) == 0 {
+					c.Add(v)
+				}
+			case *prometheus.CounterVec:
+				cc, err := c.GetMetricWith(labels)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s%v: %w", name, labels, err))
+					continue
+				}
+				cc.Add(v)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("textfile %s: some previous counters not carried over: %w", path, errors.Join(errs...))
+	}
+	return nil
 }
 
 // WriteTextfile writes the metrics in Prometheus' text format to path for

@@ -107,8 +107,12 @@ func TestMetricsAfterPass(t *testing.T) {
 		{"scalr_backup_stale", []string{"container", "b"}, 0}, // no backup, but first seen just now
 		{"scalr_backup_stale", []string{"container", "a"}, 0},
 		{"scalr_backup_healthy", nil, 0},
-		{"scalr_backup_storage_requests_total", []string{"op", "save"}, float64(rep.Requests.Saves)},
-		{"scalr_backup_storage_requests_total", []string{"op", "list"}, float64(rep.Requests.Lists)},
+		{"scalr_backup_storage_requests_total", []string{"op", "save", "outcome", "ok"}, float64(rep.Requests.Saves)},
+		{"scalr_backup_storage_requests_total", []string{"op", "save", "outcome", "error"}, 0},
+		{"scalr_backup_storage_requests_total", []string{"op", "list", "outcome", "ok"}, float64(rep.Requests.ListPages)},
+		{"scalr_backup_repository_packs", nil, float64(rep.Repository.Packs)},
+		{"scalr_backup_repository_size_bytes", nil, float64(rep.Repository.PackBytes)},
+		{"scalr_backup_repository_snapshots", nil, 1},
 	}
 	for _, c := range checks {
 		got, ok := val(c.name, c.labels...)

@@ -26,6 +26,11 @@ type Target struct {
 	// Discoverer keeps there whatever they need (the pgstream wiring keeps
 	// its pgstream.Target).
 	Detail any
+	// Problem, when set, says why the Discoverer already knows this
+	// selected container cannot be backed up now (not running, no
+	// Postgres in it). The pass still hands it to BackupFunc, which fails
+	// naming it; only a retired container with a problem is skipped.
+	Problem string
 }
 
 // Discoverer finds the targets of a pass.
@@ -77,6 +82,9 @@ const (
 	StatusOK      Status = "ok"
 	StatusFailed  Status = "failed"
 	StatusSkipped Status = "skipped" // not started: the pass was cancelled
+	// StatusRetired: a retired container (see RetiredTag) that discovery
+	// still lists but that cannot be backed up; not a failure.
+	StatusRetired Status = "retired"
 )
 
 // DefaultPolicy is the ADR's retention: 30 daily, 4 weekly and 6 monthly
@@ -100,7 +108,9 @@ type PassOptions struct {
 	// -1: all of them).
 	DrillKeep int
 	// Host limits forget and the inventory to the snapshots of this host
-	// name, which BackupFunc should record; "" looks at every host.
+	// name, which BackupFunc should record; "" looks at every host. With a
+	// Host, every container of its inventory (not retired) that discovery
+	// does not list is a failed, missing target.
 	Host string
 	// AllowEmpty makes a discovery that finds nothing a success.
 	AllowEmpty bool
@@ -141,9 +151,16 @@ type TargetReport struct {
 	BytesStored uint64        `json:"bytes_stored"`
 	SnapshotID  string        `json:"snapshot_id,omitempty"`
 	Error       string        `json:"error,omitempty"`
+	// Missing marks a container this host has backed up before (and has
+	// not retired) that discovery no longer finds at all: removed or
+	// renamed. It is a failure of the pass, never a silent drop.
+	Missing bool `json:"missing,omitempty"`
 	// Err is the error behind Error (nil when OK).
 	Err error `json:"-"`
 }
+
+// ok reports whether the target needs no attention.
+func (t TargetReport) ok() bool { return t.Status == StatusOK || t.Status == StatusRetired }
 
 // MarshalJSON adds duration_seconds.
 func (t TargetReport) MarshalJSON() ([]byte, error) {
@@ -205,6 +222,26 @@ type ContainerState struct {
 	// LastDrillPassed its outcome.
 	LastDrill       time.Time `json:"last_drill,omitzero"`
 	LastDrillPassed bool      `json:"last_drill_passed"`
+	// Retired is the newest retirement record's time (zero: none; see
+	// RetiredTag). The container is retired while no backup is newer.
+	Retired time.Time `json:"retired,omitzero"`
+}
+
+// IsRetired reports whether the container is retired: it has a retirement
+// record and no backup made after it (a backup after a retirement, of an
+// app deployed again, brings it back).
+func (st ContainerState) IsRetired() bool {
+	return !st.Retired.IsZero() && !st.Newest.After(st.Retired)
+}
+
+// RepositoryStats is the repository's size after a pass.
+type RepositoryStats struct {
+	// PackBytes and Packs are the pack files (data/) stored: the bulk of
+	// the repository's size.
+	PackBytes int64 `json:"pack_bytes"`
+	Packs     int   `json:"packs"`
+	// Snapshots counts every snapshot, of every host.
+	Snapshots int `json:"snapshots"`
 }
 
 // Report is the outcome of one pass.
@@ -222,6 +259,9 @@ type Report struct {
 	// Host), after forget, sorted by name. It is empty when the repository
 	// could not be listed.
 	Inventory []ContainerState `json:"inventory"`
+	// Repository is the repository's size after the pass (nil when it
+	// could not be listed).
+	Repository *RepositoryStats `json:"repository,omitempty"`
 	// Requests are the storage requests the pass made.
 	Requests backend.Counts `json:"requests"`
 }
@@ -243,7 +283,7 @@ func (r *Report) OK() bool {
 		return false
 	}
 	for _, t := range r.Targets {
-		if t.Status != StatusOK {
+		if !t.ok() {
 			return false
 		}
 	}
@@ -254,7 +294,7 @@ func (r *Report) OK() bool {
 func (r *Report) Failed() []TargetReport {
 	var out []TargetReport
 	for _, t := range r.Targets {
-		if t.Status != StatusOK {
+		if !t.ok() {
 			out = append(out, t)
 		}
 	}
@@ -367,12 +407,34 @@ func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
 		}
 	}
 
+	// The retired containers, for the targets discovery lists but that
+	// cannot be backed up: read only when there is one.
+	var retired map[string]bool
+	for _, t := range targets {
+		if t.Problem != "" && retired == nil {
+			retired = map[string]bool{}
+			if all, err := r.ListSnapshots(ctx); err != nil {
+				log.Warn("listing snapshots for retirement records failed", "error", err)
+			} else {
+				for _, st := range Inventory(all, o.Host) {
+					if st.IsRetired() {
+						retired[st.Container] = true
+					}
+				}
+			}
+		}
+	}
+
 	seen := map[string]bool{}
 	for _, t := range targets {
 		tr := TargetReport{Name: t.Name, Started: now().UTC()}
 		switch {
 		case ctx.Err() != nil:
 			tr.Status, tr.Err = StatusSkipped, fmt.Errorf("not started: %w", ctx.Err())
+		case t.Problem != "" && retired[t.Name]:
+			seen[t.Name] = true
+			tr.Status = StatusRetired
+			log.Info("retired container left alone", "container", t.Name, "problem", t.Problem)
 		case t.Name == "" || strings.Contains(t.Name, "/"):
 			tr.Status, tr.Err = StatusFailed, fmt.Errorf("invalid container name %q", t.Name)
 		case seen[t.Name]:
@@ -441,11 +503,66 @@ func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
 	}
 	if listed {
 		rep.Inventory = Inventory(snaps, o.Host)
+		if o.Host != "" && !discoveryFailed(rep) {
+			rep.Targets = append(rep.Targets, missingTargets(rep.Inventory, seen, now().UTC(), log)...)
+		}
+		if ctx.Err() == nil {
+			rep.Repository = repositoryStats(ctx, r, len(snaps), log)
+		}
 	}
 	if ctx.Err() != nil {
 		log.Warn("pass cancelled", "error", ctx.Err())
 	}
 	return rep
+}
+
+// discoveryFailed reports whether the pass could not tell which containers
+// exist (open or discover failed).
+func discoveryFailed(rep *Report) bool {
+	for _, e := range rep.Errors {
+		if e.Stage == "discover" || e.Stage == "open" {
+			return true
+		}
+	}
+	return false
+}
+
+// missingTargets are the containers this host has backed up (inv), not
+// retired, that discovery did not list (seen): each one is a failed row
+// naming it, so a removed or renamed database never drops out in silence.
+func missingTargets(inv []ContainerState, seen map[string]bool, now time.Time, log *slog.Logger) []TargetReport {
+	var out []TargetReport
+	for _, st := range inv {
+		if seen[st.Container] || st.Newest.IsZero() || st.IsRetired() {
+			continue
+		}
+		err := fmt.Errorf("%w: container %s was backed up by this host (newest backup %s, %s) but is not found now: "+
+			"start it again, or if it was removed on purpose, retire it with: scalr-backup retire %s",
+			ErrMissing, st.Container, short(st.NewestID), st.Newest.UTC().Format(time.RFC3339), st.Container)
+		log.Error("backup failed", "container", st.Container, "error", err.Error())
+		out = append(out, TargetReport{Name: st.Container, Status: StatusFailed, Started: now, Missing: true, Err: err, Error: err.Error()})
+	}
+	return out
+}
+
+// ErrMissing marks a container of the expected set that discovery does not
+// list at all.
+var ErrMissing = errors.New("missing")
+
+// repositoryStats lists the pack files for the repository's size; nil when
+// that fails.
+func repositoryStats(ctx context.Context, r *repo.Repository, snapshots int, log *slog.Logger) *RepositoryStats {
+	st := &RepositoryStats{Snapshots: snapshots}
+	err := r.Backend().List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		st.Packs++
+		st.PackBytes += fi.Size
+		return nil
+	})
+	if err != nil {
+		log.Warn("listing the packs for the repository's size failed", "error", err)
+		return nil
+	}
+	return st
 }
 
 // DefaultStaleLockAge is how old a lock must be before a pass removes it.
@@ -679,6 +796,13 @@ func Inventory(snaps []*repo.Snapshot, host string) []ContainerState {
 			if sn.Time.After(st.LastDrill) {
 				st.LastDrill, st.LastDrillPassed = sn.Time, passed
 			}
+			continue
+		}
+		if name, ok := RetiredOf(sn); ok {
+			st := get(name)
+			if sn.Time.After(st.Retired) {
+				st.Retired = sn.Time
+			}
 		}
 	}
 	out := make([]ContainerState, 0, len(by))
@@ -713,11 +837,34 @@ func CountingOf(be backend.Backend) *backend.Counting {
 	return nil
 }
 
-func countsDelta(a, b backend.Counts) backend.Counts {
-	return backend.Counts{
-		Saves: b.Saves - a.Saves, Loads: b.Loads - a.Loads, Stats: b.Stats - a.Stats,
-		Lists: b.Lists - a.Lists, ListPages: b.ListPages - a.ListPages, Removes: b.Removes - a.Removes,
-		Errors: b.Errors - a.Errors, Retries: b.Retries - a.Retries,
-		BytesUp: b.BytesUp - a.BytesUp, BytesDown: b.BytesDown - a.BytesDown,
+func countsDelta(a, b backend.Counts) backend.Counts { return b.Sub(a) }
+
+// Retirement records: `scalr-backup retire CONTAINER` saves a small
+// snapshot whose one path is /retired/CONTAINER.json, tagged RetiredTag and
+// RetiredOfTag(CONTAINER), on this host. A retired container leaves the
+// expected set (no stale alert, no missing failure) until a backup newer
+// than the record brings it back. Forget never touches these records.
+const (
+	RetiredTag         = "retired"
+	RetiredOfTagPrefix = "retired-of:"
+)
+
+// RetiredOfTag is the tag of container name's retirement records.
+func RetiredOfTag(name string) string { return RetiredOfTagPrefix + name }
+
+// RetiredRecordPath is where a retirement record lives in its snapshot.
+func RetiredRecordPath(name string) string { return "/retired/" + name + ".json" }
+
+// RetiredOf reports whether sn is a retirement record and of which
+// container.
+func RetiredOf(sn *repo.Snapshot) (string, bool) {
+	if len(sn.Paths) != 1 || !sn.HasTag(RetiredTag) {
+		return "", false
 	}
+	rest, ok1 := strings.CutPrefix(sn.Paths[0], "/retired/")
+	name, ok2 := strings.CutSuffix(rest, ".json")
+	if !ok1 || !ok2 || name == "" || strings.Contains(name, "/") || !sn.HasTag(RetiredOfTag(name)) {
+		return "", false
+	}
+	return name, true
 }

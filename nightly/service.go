@@ -43,12 +43,10 @@ type Service struct {
 
 	initOnce sync.Once
 	alerter  *Alerter
+	exp      *expectation
 
-	mu        sync.Mutex
-	targets   []string             // of the last discovery that worked
-	newest    map[string]time.Time // newest backup per container
-	firstSeen map[string]time.Time // when each target was first discovered
-	alerted   map[string]bool      // containers already reported stale
+	mu      sync.Mutex
+	alerted map[string]time.Time // stale containers already alerted, and when
 }
 
 func (s *Service) init() {
@@ -68,12 +66,33 @@ func (s *Service) init() {
 		if s.alerter.Host == "" {
 			s.alerter.Host = s.Config.Host
 		}
-		if s.newest == nil {
-			s.newest = map[string]time.Time{}
+		// One expected set for the alerts and the metrics' /healthz.
+		if s.Metrics != nil {
+			s.exp = s.Metrics.exp
+		} else {
+			s.exp = newExpectation()
 		}
-		s.alerted = map[string]bool{}
-		s.firstSeen = map[string]time.Time{}
+		s.alerted = map[string]time.Time{}
 	})
+}
+
+// RequestsError is an error that carries the storage requests the failed
+// operation made: an Open that fails returns one (see WithRequests), so the
+// pass report shows what a failed open cost.
+type RequestsError struct {
+	Err      error
+	Requests backend.Counts
+}
+
+func (e *RequestsError) Error() string { return e.Err.Error() }
+func (e *RequestsError) Unwrap() error { return e.Err }
+
+// WithRequests attaches the requests c to err (nil stays nil).
+func WithRequests(err error, c backend.Counts) error {
+	if err == nil {
+		return nil
+	}
+	return &RequestsError{Err: err, Requests: c}
 }
 
 func (s *Service) open(ctx context.Context) (*repo.Repository, func(), error) {
@@ -95,21 +114,34 @@ func (s *Service) open(ctx context.Context) (*repo.Repository, func(), error) {
 
 // RunPass runs one pass end to end: healthcheck start ping, open, Pass,
 // close, metrics, alerts (failures or success, then the dead-man check over
-// the discovered containers). It never returns nil.
+// the expected set). It never returns nil.
 func (s *Service) RunPass(ctx context.Context) *Report {
 	s.init()
 	log := s.Logger
 	log.Info("backup pass starting", "host", s.Config.Host)
+	if s.Metrics != nil {
+		s.Metrics.SetPassRunning(true)
+		defer s.Metrics.SetPassRunning(false)
+	}
 	_ = s.alerter.PassStarted(ctx)
 
 	var rep *Report
+	start, started := time.Now(), s.Now().UTC()
 	r, closeRepo, err := s.open(ctx)
 	if err != nil {
-		now := s.Now().UTC()
-		rep = &Report{Host: s.Config.Host, Started: now, Finished: now, Targets: []TargetReport{}, Inventory: []ContainerState{}}
+		rep = &Report{Host: s.Config.Host, Started: started, Finished: s.Now().UTC(), Duration: time.Since(start),
+			Targets: []TargetReport{}, Inventory: []ContainerState{}}
+		var re *RequestsError
+		if errors.As(err, &re) {
+			rep.Requests = re.Requests
+		}
 		rep.fail("open", err)
 		rep.Cancelled = ctx.Err() != nil
-		log.Error("opening the repository failed", "error", err)
+		log.Error("opening the repository failed", "error", err, "duration", rep.Duration.Round(time.Millisecond).String(),
+			"requests", rep.Requests.String())
+		if s.Metrics != nil && !rep.Cancelled {
+			s.Metrics.ObserveCheck(CheckRepository, err, s.Now())
+		}
 	} else {
 		o := s.Config.PassOptions()
 		o.Discoverer, o.Backup, o.Now, o.Logger = s.Discoverer, s.Backup, s.Now, log
@@ -118,6 +150,9 @@ func (s *Service) RunPass(ctx context.Context) *Report {
 		}
 		rep = Pass(ctx, r, o)
 		closeRepo()
+		// The pass's own time includes opening the repository.
+		rep.Started = started
+		rep.Duration = time.Since(start)
 	}
 
 	if s.Metrics != nil {
@@ -135,107 +170,116 @@ func (s *Service) RunPass(ctx context.Context) *Report {
 	}
 	_ = s.alerter.PassFinished(ctx, rep)
 
-	discovered := true
-	for _, e := range rep.Errors {
-		if e.Stage == "discover" || e.Stage == "open" {
-			discovered = false
-		}
+	if !discoveryFailed(rep) {
+		s.exp.setDiscovered(discoveredNames(rep), s.Now())
 	}
-	s.mu.Lock()
-	if discovered {
-		s.setTargets(targetNames(targetsOf(rep)))
+	if len(rep.Inventory) > 0 || !discoveryFailed(rep) {
+		s.exp.setInventory(rep.Inventory)
 	}
-	if len(rep.Inventory) > 0 || discovered {
-		s.newest = newestOf(rep.Inventory)
-	}
-	s.mu.Unlock()
 	s.CheckStale(ctx)
 	return rep
 }
 
-func newestOf(inv []ContainerState) map[string]time.Time {
-	m := make(map[string]time.Time, len(inv))
-	for _, st := range inv {
-		if !st.Newest.IsZero() {
-			m[st.Container] = st.Newest
-		}
-	}
-	return m
-}
-
-// Refresh loads the state a fresh start lacks: the repository's inventory
-// (newest backup and drill per container, for metrics and the dead-man
-// check) and the current targets. The daemon calls it once at start.
-func (s *Service) Refresh(ctx context.Context) error {
+// Check checks what a pass needs and loads the state a fresh start lacks:
+// the repository (open with the password, load the index, list the
+// snapshots: this host's newest backup, drill and retirement per container,
+// for the metrics and the dead-man check) and discovery (the Docker engine
+// answers; the containers found now). Each outcome goes to the metrics as
+// the repository and docker checks; the error joins both failures. The
+// daemon runs it at start, retrying until it works, and then periodically.
+func (s *Service) Check(ctx context.Context) error {
 	s.init()
-	r, closeRepo, err := s.open(ctx)
-	if err != nil {
-		return fmt.Errorf("open: %w", err)
+	var errs []error
+	repoErr := func() error {
+		r, closeRepo, err := s.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer closeRepo()
+		if _, err := r.Index(ctx); err != nil {
+			return fmt.Errorf("load the index: %w", err)
+		}
+		snaps, err := r.ListSnapshots(ctx)
+		if err != nil {
+			return err
+		}
+		inv := Inventory(snaps, s.Config.Host)
+		s.exp.setInventory(inv)
+		if s.Metrics != nil {
+			s.Metrics.ObserveInventory(inv, nil)
+		}
+		return nil
+	}()
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
-	defer closeRepo()
-	snaps, err := r.ListSnapshots(ctx)
-	if err != nil {
-		return err
-	}
-	inv := Inventory(snaps, s.Config.Host)
-	var targets []Target
-	var derr error
-	if s.Discoverer != nil {
-		targets, derr = s.Discoverer.Discover(ctx)
-	}
-	s.mu.Lock()
-	s.newest = newestOf(inv)
-	if derr == nil && targets != nil {
-		s.setTargets(targetNames(targets))
-	}
-	s.mu.Unlock()
 	if s.Metrics != nil {
-		if derr != nil {
-			targets = nil
-		} else if targets == nil {
-			targets = []Target{}
+		s.Metrics.ObserveCheck(CheckRepository, repoErr, s.Now())
+	}
+	if repoErr != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", CheckRepository, repoErr))
+	}
+	if s.Discoverer != nil {
+		targets, err := s.Discoverer.Discover(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		s.Metrics.ObserveInventory(inv, targets)
-	}
-	if derr != nil {
-		return fmt.Errorf("discover: %w", derr)
-	}
-	return nil
-}
-
-// setTargets sets the expected containers, remembering when each was first
-// seen; the caller holds s.mu.
-func (s *Service) setTargets(names []string) {
-	s.targets = names
-	now := s.Now()
-	for _, n := range names {
-		if _, ok := s.firstSeen[n]; !ok {
-			s.firstSeen[n] = now
+		if err == nil {
+			s.exp.setDiscovered(targetNames(targets), s.Now())
+		}
+		if s.Metrics != nil {
+			s.Metrics.ObserveCheck(CheckDocker, err, s.Now())
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", CheckDocker, err))
 		}
 	}
+	return errors.Join(errs...)
 }
 
-// CheckStale runs the dead-man check on the state of the last pass (or
-// Refresh): it alerts once for each container that became stale (stale
-// again after a fresh backup alerts again) and returns every stale one. A
-// container without any backup counts as stale once the threshold has
-// passed since this Service first discovered it.
+// Refresh is Check (its old name).
+func (s *Service) Refresh(ctx context.Context) error { return s.Check(ctx) }
+
+// CheckStale runs the dead-man check over the expected set (see
+// CheckStale, the function): it alerts once for each container that became
+// stale, again every Config.StaleReminder while it stays stale (never when
+// that is 0), and again when it becomes stale after a fresh backup; it
+// returns every stale one. A container without any backup counts as stale
+// once the threshold has passed since this Service first discovered it.
 func (s *Service) CheckStale(ctx context.Context) []StaleAlert {
 	s.init()
-	s.mu.Lock()
-	stale := staleFromNewest(s.newest, s.firstSeen, s.targets, s.Now(), s.staleAfter())
+	now := s.Now()
+	stale := s.exp.stale(now, s.staleAfter())
 	var fresh []StaleAlert
-	now := map[string]bool{}
+	s.mu.Lock()
+	alerted := map[string]time.Time{}
 	for _, a := range stale {
-		now[a.Container] = true
-		if !s.alerted[a.Container] {
+		last, seen := s.alerted[a.Container]
+		switch {
+		case !seen:
+			alerted[a.Container] = now
 			fresh = append(fresh, a)
+		case s.Config.StaleReminder > 0 && now.Sub(last) >= s.Config.StaleReminder:
+			alerted[a.Container] = now
+			a.Reminder = true
+			fresh = append(fresh, a)
+		default:
+			alerted[a.Container] = last
 		}
 	}
-	s.alerted = now
+	for name := range s.alerted {
+		if _, still := alerted[name]; !still {
+			s.Logger.Info("dead-man check: backup is fresh again", "container", name)
+		}
+	}
+	s.alerted = alerted
 	s.mu.Unlock()
 	for _, a := range fresh {
-		s.Logger.Warn("dead-man check: backup is stale", "container", a.Container, "detail", a.String())
+		msg := "dead-man check: backup is stale"
+		if a.Reminder {
+			msg = "dead-man check: backup is still stale (reminder)"
+		}
+		s.Logger.Warn(msg, "container", a.Container, "detail", a.String())
 	}
 	if len(fresh) > 0 {
 		_ = s.alerter.Stale(ctx, fresh)
@@ -319,6 +363,10 @@ func (s *Service) RunDrill(ctx context.Context) *DrillReport {
 		return rep
 	}
 	log.Info("restore drill starting")
+	if s.Metrics != nil {
+		s.Metrics.SetDrillRunning(true)
+		defer s.Metrics.SetDrillRunning(false)
+	}
 	r, closeRepo, err := s.open(ctx)
 	if err != nil {
 		fail("open", err)
