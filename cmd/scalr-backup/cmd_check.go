@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -93,6 +94,8 @@ exclusive lock unless --no-lock).`,
 			}
 			// Stage lines and non-critical findings go to stdout, errors to
 			// stderr, in the order restic prints them.
+			bar := a.newProgress()
+			stageStart := time.Now()
 			var (
 				stage                     repo.CheckStage
 				errs, unreferenced, dupes int
@@ -123,9 +126,18 @@ exclusive lock unless --no-lock).`,
 				Workers:        workers,
 				Progress: func(p repo.CheckProgress) {
 					if p.Stage != stage {
+						bar.done()
 						endStage(stage)
 						stage = p.Stage
+						stageStart = time.Now()
 						say("%s\n", p.Message)
+					}
+					unit := map[repo.CheckStage]string{repo.StageLoadIndex: "index files", repo.StagePacks: "packs",
+						repo.StageStructure: "trees", repo.StageReadData: "packs read"}[p.Stage]
+					if p.Total > 0 {
+						bar.set(fmt.Sprintf("%s %s  %d / %d %s", elapsed(stageStart), percent(float64(p.Done), float64(p.Total)), p.Done, p.Total, unit), p.Done == p.Total)
+					} else if p.Done > 0 {
+						bar.set(fmt.Sprintf("%s %d %s", elapsed(stageStart), p.Done, unit), false)
 					}
 				},
 				Problem: func(p repo.CheckProblem) {
@@ -154,6 +166,7 @@ exclusive lock unless --no-lock).`,
 				},
 			}
 			rep, err := r.Check(ctx, opts)
+			bar.done()
 			if err != nil {
 				return err
 			}

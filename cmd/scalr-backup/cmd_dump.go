@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +16,9 @@ func (a *app) dumpCommand() *cobra.Command {
 		Use:   "dump [flags] SNAPSHOT|latest FILE",
 		Short: "Write one file of a snapshot to standard output",
 		Long: `Write one file of a snapshot to standard output, verifying every blob
-(MAC and SHA-256) before its bytes are written. Nothing is staged on disk.`,
+(MAC and SHA-256) before its bytes are written. Nothing is staged on disk.
+Progress goes to standard error on a terminal, or without one at the rate
+RESTIC_PROGRESS_FPS sets.`,
 		Example: `  scalr-backup dump latest /app.pgdump | pg_restore -d app
   scalr-backup dump --tag scalr-app-db latest /scalr-app-db/app.pgdump > /dev/null`,
 		Args: cobra.ExactArgs(2),
@@ -42,7 +45,13 @@ func (a *app) dumpCommand() *cobra.Command {
 				return err
 			}
 			defer fr.Close()
-			if _, err := io.Copy(a.stdout, fr); err != nil {
+			p := a.newProgress()
+			out := &countingWriter{w: a.stdout, total: int64(node.Size), start: time.Now(), p: p, what: "dumped"}
+			_, err = io.Copy(out, fr)
+			out.p.set(fmt.Sprintf("%s %s dumped %s / %s", elapsed(out.start), percent(float64(out.n), float64(out.total)),
+				bytesHuman(uint64(out.n)), bytesHuman(uint64(out.total))), true)
+			p.done()
+			if err != nil {
 				return fmt.Errorf("dump %s from snapshot %s: %w", args[1], sn.ID.Str(), err)
 			}
 			return nil
