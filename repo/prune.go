@@ -24,22 +24,34 @@ type PruneOptions struct {
 
 // PruneStats count blobs and bytes (stored sizes) by what prune does.
 type PruneStats struct {
-	UsedBlobs, UnusedBlobs, DuplicateBlobs int
-	UsedSize, UnusedSize, DuplicateSize    uint64
+	UsedBlobs      int    `json:"used_blobs"`
+	UnusedBlobs    int    `json:"unused_blobs"`
+	DuplicateBlobs int    `json:"duplicate_blobs"`
+	UsedSize       uint64 `json:"used_size"`
+	UnusedSize     uint64 `json:"unused_size"`
+	DuplicateSize  uint64 `json:"duplicate_size"`
 
-	PacksTotal, PacksKeep, PacksRepack, PacksRemove, PacksUnreferenced int
+	PacksTotal        int `json:"packs_total"`
+	PacksKeep         int `json:"packs_keep"`
+	PacksRepack       int `json:"packs_repack"`
+	PacksRemove       int `json:"packs_remove"`
+	PacksUnreferenced int `json:"packs_unreferenced"`
 	// RepackBlobs/RepackSize are what is rewritten; RemoveSize is what is
 	// deleted outright (unused packs and the unused part of repacked ones).
-	RepackBlobs           int
-	RepackSize            uint64
-	RemoveBlobs           int
-	RemoveSize            uint64
-	UnreferencedSize      uint64
-	RemainingSize         uint64
-	RemainingUnusedSize   uint64
-	IndexFilesReplaced    int
-	IndexFilesWritten     int
-	MaxUnusedBytesAllowed uint64
+	RepackBlobs         int    `json:"repack_blobs"`
+	RepackSize          uint64 `json:"repack_size"`
+	RemoveBlobs         int    `json:"remove_blobs"`
+	RemoveSize          uint64 `json:"remove_size"`
+	UnreferencedSize    uint64 `json:"unreferenced_size"`
+	RemainingSize       uint64 `json:"remaining_size"`
+	RemainingUnusedSize uint64 `json:"remaining_unused_size"`
+	IndexFilesReplaced  int    `json:"index_files_replaced"`
+	IndexFilesWritten   int    `json:"index_files_written"`
+	// IndexFilesDamaged counts damaged index files replaced by reading
+	// the headers of the PacksRecovered packs they listed.
+	IndexFilesDamaged     int    `json:"index_files_damaged"`
+	PacksRecovered        int    `json:"packs_recovered"`
+	MaxUnusedBytesAllowed uint64 `json:"max_unused_bytes_allowed"`
 }
 
 // maxUnusedFunc parses restic's --max-unused into a limit on unused bytes

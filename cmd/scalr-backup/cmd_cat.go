@@ -106,6 +106,10 @@ func (a *app) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
+// emitJSON prints a --json result: one object (or array) on one line, as
+// restic prints its JSON messages.
+func (a *app) emitJSON(v any) error { return json.NewEncoder(a.stdout).Encode(v) }
+
 // printRawJSON prints stored JSON as it is, with a final newline.
 func (a *app) printRawJSON(buf []byte) error {
 	if _, err := a.stdout.Write(buf); err != nil {

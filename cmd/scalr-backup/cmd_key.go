@@ -52,7 +52,7 @@ func (a *app) keyListCommand() *cobra.Command {
 				}
 				out := make([]keyJSON, len(keys))
 				for i, k := range keys {
-					out[i] = keyJSON{k.Current, k.ID.Str(), k.File.Username, k.File.Hostname, k.File.Created.Local().Format(time.DateTime)}
+					out[i] = keyJSON{k.Current, k.ID.String(), k.File.Username, k.File.Hostname, k.File.Created.Local().Format(time.DateTime)}
 				}
 				return json.NewEncoder(a.stdout).Encode(out)
 			}

@@ -45,7 +45,7 @@ func (a *app) prune(ctx context.Context, r *repo.Repository, opts repo.PruneOpti
 		return err
 	}
 	if a.jsonOutput {
-		return a.printJSON(st)
+		return a.emitJSON(st)
 	}
 	if a.quiet {
 		return nil
