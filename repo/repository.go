@@ -194,20 +194,23 @@ func Init(ctx context.Context, be backend.Backend, password string, io InitOptio
 // is loaded on first use.
 func Open(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
 	if _, err := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err != nil {
-		if !errors.Is(err, backend.ErrNotExist) {
+		if !errors.Is(err, backend.ErrNotExist) || errors.Is(err, backend.ErrNoRepository) {
+			// Refused, or the bucket itself is missing (which the error
+			// names, unlike an empty location's).
 			return nil, fmt.Errorf("open %s: %w", be.Location(), err)
 		}
 		// Some servers answer a HEAD with bad credentials with a bare 404.
 		// One LIST tells a missing repository from a refused request
 		// (whose error carries the reason), and from a lost config file.
 		keys := 0
-		if lerr := be.List(ctx, backend.KeyFile, func(backend.FileInfo) error { keys++; return nil }); lerr != nil && !errors.Is(lerr, backend.ErrNotExist) {
+		if lerr := be.List(ctx, backend.KeyFile, func(backend.FileInfo) error { keys++; return nil }); lerr != nil &&
+			(!errors.Is(lerr, backend.ErrNotExist) || errors.Is(lerr, backend.ErrNoRepository)) {
 			return nil, fmt.Errorf("open %s: %w", be.Location(), lerr)
 		}
 		if keys > 0 {
 			return nil, corrupt("config", "missing, but the repository has %d key files", keys)
 		}
-		return nil, fmt.Errorf("open %s: %w", be.Location(), backend.ErrNoRepository)
+		return nil, fmt.Errorf("open %s: %w: the location exists but holds no repository (no config file)", be.Location(), backend.ErrNoRepository)
 	}
 	master, keyID, err := searchKey(ctx, be, password)
 	if err != nil {

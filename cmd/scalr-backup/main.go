@@ -52,6 +52,11 @@ type app struct {
 
 	// counts is the opened backend's request counter, for --verbose.
 	counts *backend.Counting
+	// retryLog, when set, hears of every storage retry instead of the
+	// default line on standard error (run and daemon send them to their
+	// log; see storageRetry).
+	retryLog func(backend.RetryEvent)
+	retryMu  sync.Mutex
 
 	// hangup, when set (by the daemon), is told of each SIGHUP.
 	hangupMu sync.Mutex
@@ -122,6 +127,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 	case ctx.Err() != nil:
 		return exitInterrupted
 	case errors.Is(err, backend.ErrNoRepository):
+		fmt.Fprintf(a.stderr, "scalr-backup init creates the repository (run --init or SCALR_BACKUP_INIT=true does it on the first pass).\n")
 		return exitNoRepo
 	case errors.Is(err, repo.ErrWrongPassword):
 		return exitWrongPass
@@ -174,6 +180,7 @@ flags below; passwords are never accepted as arguments.`,
 		a.drillCommand(),
 		a.runCommand(),
 		a.daemonCommand(),
+		a.retireCommand(),
 		a.unlockCommand(),
 		a.repairCommand(),
 		a.versionCommand(),
