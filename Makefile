@@ -4,10 +4,13 @@
 #   make test    install test tools, run every test (integration required),
 #                a short fuzz run of every fuzz target, then lint
 #   make unit    fast tests only (go test -short: no tools, no services)
+#   make rules   promtool check rules and promtool test rules on
+#                deploy/prometheus (make test runs them too, in
+#                nightly's TestPromtoolRules)
 
 GO ?= go
 
-.PHONY: build lint test unit demo bench
+.PHONY: build lint test unit demo bench rules
 
 build:
 	$(GO) build ./...
@@ -28,6 +31,9 @@ test:
 
 unit:
 	$(GO) test -short ./...
+
+rules:
+	cd deploy/prometheus && promtool check rules scalr-backup.rules.yml && promtool test rules scalr-backup.rules.test.yml
 
 # bench: scalr-backup side by side with restic 0.18.1 (local, S3, S3 with
 # latency), then the per-stage Go benchmarks; see scripts/bench.sh.

@@ -3,6 +3,7 @@
 #
 #   restic 0.14   Debian's package (/usr/bin/restic), installed with apt-get
 #   restic 0.18.1 built with `go install` into CACHE/tools/restic-0.18.1/restic
+#   promtool      Debian's prometheus package (/usr/bin/promtool), apt-get
 #   versitygw     by scripts/install-versitygw.sh, when that script exists
 #
 # CACHE is $SCALR_BACKUP_CACHE, else $XDG_CACHE_HOME/scalr-backup, else
@@ -68,6 +69,34 @@ deb_version=$(/usr/bin/restic version 2>/dev/null || true)
 [[ $deb_version == "restic $RESTIC_DEBIAN_VERSION"* ]] ||
 	die "/usr/bin/restic reports '$deb_version', want restic $RESTIC_DEBIAN_VERSION (Debian bookworm's package)"
 
+# --- promtool: Debian's prometheus package ------------------------------------
+# For the alert rules in deploy/prometheus (promtool check rules, promtool
+# test rules; nightly/deploy_test.go runs them). Only promtool is used: the
+# package's prometheus service must not start, so a policy-rc.d that denies
+# it is in place while apt-get runs (kept if the machine has its own).
+
+if command -v promtool >/dev/null 2>&1; then
+	say "promtool is installed ($(promtool --version 2>&1 | head -n 1))"
+else
+	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: promtool comes from Debian's prometheus package"
+	export DEBIAN_FRONTEND=noninteractive
+	policy=/usr/sbin/policy-rc.d
+	own_policy=false
+	if [[ ! -e $policy ]]; then
+		as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+		own_policy=true
+	fi
+	say "running apt-get update (promtool is not installed)"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	say "installing Debian package prometheus (for promtool; its service is not started)"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		-o Dpkg::Use-Pty=0 prometheus
+	if $own_policy; then
+		as_root rm -f "$policy"
+	fi
+	command -v promtool >/dev/null 2>&1 || die "apt-get finished but promtool is not on PATH"
+fi
+
 # --- restic 0.18.1: go install into the cache ---------------------------------
 
 restic_dir=$cache/tools/restic-$RESTIC_GO_VERSION
@@ -115,6 +144,7 @@ fi
 say "versions found:"
 say "  /usr/bin/restic: $(/usr/bin/restic version)"
 say "  $restic_bin: $("$restic_bin" version)"
+say "  promtool: $(promtool --version 2>&1 | head -n 1)"
 shopt -s nullglob
 for bin in "$cache"/tools/*/*; do
 	[[ -f $bin && -x $bin ]] || continue
