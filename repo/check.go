@@ -69,6 +69,7 @@ type ProblemKind string
 // kinds restic reports as non-critical) do not.
 const (
 	// Errors.
+	ProblemKey         ProblemKind = "key"          // a key file that is damaged (content not matching its name, not decoding)
 	ProblemIndex       ProblemKind = "index"        // an index file that cannot be loaded or decoded
 	ProblemPackMissing ProblemKind = "pack-missing" // an indexed pack that is not stored
 	ProblemPackSize    ProblemKind = "pack-size"    // a stored pack whose size differs from its index entries
@@ -82,6 +83,7 @@ const (
 	ProblemPackMultiIndex   ProblemKind = "pack-multi-index"  // a pack listed by more than one index file
 	ProblemPackMixed        ProblemKind = "pack-mixed"        // a pack holding both tree and data blobs
 	ProblemBlobDuplicate    ProblemKind = "blob-duplicate"    // a blob stored in more than one pack
+	ProblemLeftover         ProblemKind = "leftover"          // a temporary file an interrupted write left
 )
 
 // CheckProblem is one finding, naming the object it is about.
@@ -173,7 +175,7 @@ func (rep *CheckReport) SuggestPrune() bool {
 			if !rep.IndexIncomplete() {
 				return true
 			}
-		case ProblemPackMixed, ProblemBlobDuplicate:
+		case ProblemPackMixed, ProblemBlobDuplicate, ProblemLeftover:
 			return true
 		}
 	}
@@ -328,12 +330,16 @@ func checkSortedIDs[V any](m map[ID]V) []ID {
 
 // Check verifies the repository as restic's check does, without a cache:
 //
+//   - key files: each one's content matches its name and decodes (restic's
+//     check does not look at keys, but restic 0.16+ refuses to open a
+//     repository when it reads a damaged key file before a good one);
 //   - load indexes: every index file loads and decodes (each one that does
 //     not is an error; if any fails, Check stops here, as restic does);
 //   - check all packs: one LIST of data/; every indexed pack is stored with
 //     the size its index entries imply (errors); stored packs no index names
 //     are hints, as are packs in several index files, mixed packs and blobs
-//     stored in more than one pack;
+//     stored in more than one pack; temporary files left by interrupted
+//     writes are hints too (prune removes them once old enough);
 //   - check snapshots, trees and blobs: every snapshot loads, and every tree
 //     they reach is indexed, loads, decodes and references only indexed data
 //     blobs and subtrees (errors name the tree, the snapshot and the path);
@@ -378,6 +384,9 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckReport
 		stored:   map[ID]int64{},
 		copies:   map[BlobHandle][]PackedBlob{},
 	}
+	if err := c.checkKeys(ctx); err != nil {
+		return nil, err
+	}
 	if err := c.loadIndex(ctx); err != nil {
 		return nil, err
 	}
@@ -385,6 +394,9 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckReport
 		return c.finish(), nil
 	}
 	if err := c.checkPacks(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.checkLeftovers(ctx); err != nil {
 		return nil, err
 	}
 	if err := c.checkStructure(ctx); err != nil {
@@ -448,7 +460,7 @@ func (c *checkRun) progress(stage CheckStage, msg string, done, total int) {
 // Hint reports whether findings of kind k are non-critical.
 func (k ProblemKind) Hint() bool {
 	switch k {
-	case ProblemPackUnreferenced, ProblemPackMultiIndex, ProblemPackMixed, ProblemBlobDuplicate:
+	case ProblemPackUnreferenced, ProblemPackMultiIndex, ProblemPackMixed, ProblemBlobDuplicate, ProblemLeftover:
 		return true
 	}
 	return false

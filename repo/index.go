@@ -32,6 +32,9 @@ type Index struct {
 	blobs   map[BlobHandle]indexEntry
 	// files lists the index files loaded or written.
 	files map[ID]struct{}
+	// skipped lists the index files left out because they are damaged
+	// (see Repository.Index), with why.
+	skipped map[ID]error
 	// unsaved lists packs stored but not yet in any index file, with all
 	// their blobs (also those a duplicate made redundant).
 	unsaved []IndexPackJSON
@@ -39,7 +42,7 @@ type Index struct {
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
-	return &Index{packPos: map[ID]uint32{}, blobs: map[BlobHandle]indexEntry{}, files: map[ID]struct{}{}}
+	return &Index{packPos: map[ID]uint32{}, blobs: map[BlobHandle]indexEntry{}, files: map[ID]struct{}{}, skipped: map[ID]error{}}
 }
 
 // IndexJSON is an index file's content.
@@ -211,7 +214,11 @@ func (idx *Index) Files() []ID {
 }
 
 // Index returns the repository's index, loading every index file on first
-// use with one LIST of index/.
+// use with one LIST of index/. A damaged index file (or one the storage
+// refuses for good) is left out and reported to Options.Skipped, as one
+// bad object must not block backups and restores: the blobs only it lists
+// count as missing (a backup stores them again; a restore that needs them
+// fails naming them), and check reports the file.
 func (r *Repository) Index(ctx context.Context) (*Index, error) {
 	r.idxOnce.Do(func() {
 		idx := NewIndex()
@@ -223,11 +230,14 @@ func (r *Repository) Index(ctx context.Context) (*Index, error) {
 		r.idxErr = forEachParallel(ctx, ids, 8, func(ctx context.Context, id ID) error {
 			ij, err := r.loadIndexFile(ctx, id)
 			if err != nil {
-				return err
+				return idx.skip(ctx, id, err)
 			}
 			idx.addFile(id, ij)
 			return nil
 		})
+		if r.idxErr == nil {
+			r.reportSkipped(idx.Skipped()...)
+		}
 		r.idx = idx
 	})
 	return r.idx, r.idxErr
@@ -265,7 +275,7 @@ func (r *Repository) ReloadIndex(ctx context.Context) (int, error) {
 	idx.mu.RLock()
 	var fresh []ID
 	for _, id := range ids {
-		if _, ok := idx.files[id]; !ok {
+		if _, ok := idx.files[id]; !ok && idx.skipped[id] == nil {
 			fresh = append(fresh, id)
 		}
 	}
@@ -301,7 +311,7 @@ func (r *Repository) lookupFresh(ctx context.Context, h BlobHandle) (PackedBlob,
 	if pb, ok := idx.Lookup(h); ok {
 		return pb, nil
 	}
-	return PackedBlob{}, fmt.Errorf("%v: %w", h, ErrBlobMissing)
+	return PackedBlob{}, idx.missing(h)
 }
 
 // listIndexFiles lists the index files, in ID order.

@@ -6,10 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -320,40 +320,89 @@ func TestDamagedKeyFiles(t *testing.T) {
 		"master short key": sealedWith([]byte(`{"mac":{"k":"` + b64(15) + `","r":"` + b64(16) + `"},"encrypt":"` + b64(32) + `"}`)),
 		"master zero key":  sealedWith([]byte(`{"mac":{"k":"` + b64(16) + `","r":"` + b64(16) + `"},"encrypt":"` + base64.StdEncoding.EncodeToString(make([]byte, 32)) + `"}`)),
 	}
-	for name, buf := range cases {
-		t.Run(name, func(t *testing.T) {
-			name := strings.Repeat("0", 63) + "1" // lists before the good key
-			h := backend.Handle{Type: backend.KeyFile, Name: name}
-			be.Put(h, buf)
-			defer be.Delete(h)
+	for caseName, buf := range cases {
+		// Named so that it lists before the good key (its content then
+		// does not match its name), and named by its content (so the
+		// checks after the hash are reached).
+		for _, name := range []string{strings.Repeat("0", 63) + "1", Hash(buf).String()} {
+			t.Run(caseName+"/"+name[:8], func(t *testing.T) {
+				h := backend.Handle{Type: backend.KeyFile, Name: name}
+				be.Put(h, buf)
+				defer be.Delete(h)
 
-			// The good key still opens.
-			r2, err := Open(ctx, be, "secret", Options{})
-			if err != nil {
-				t.Fatalf("good key not found next to a damaged one: %v", err)
-			}
-			r2.Close()
-			// ListKeys (which parses but does not open key files)
-			// reports a file that does not parse, by name.
-			if _, perr := ParseKeyFile(buf); perr != nil {
-				_, err = r.ListKeys(ctx)
-				if err == nil {
-					t.Fatal("ListKeys accepted a damaged key")
+				// The good key still opens, and the damaged one is
+				// reported.
+				var skipped []SkippedFile
+				r2, err := Open(ctx, be, "secret", Options{Skipped: func(s SkippedFile) { skipped = append(skipped, s) }})
+				if err != nil {
+					t.Fatalf("good key not found next to a damaged one: %v", err)
 				}
-				asCorrupt(t, err, "keys/"+name)
-			}
+				r2.Close()
+				// The damaged file is skipped only when it lists first.
+				for _, s := range skipped {
+					if s.Handle != h {
+						t.Errorf("reported %v, want only %v", s, h)
+					}
+					asCorrupt(t, s.Err, "keys/"+name)
+				}
+				// ListKeys (which parses but does not open key files)
+				// lists a file that does not parse as damaged, by name.
+				if _, perr := ParseKeyFile(buf); perr != nil || name != Hash(buf).String() {
+					keys, err := r.ListKeys(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					found := false
+					for _, k := range keys {
+						if k.ID.String() == name {
+							found = true
+							if k.Damaged == nil || k.File != nil {
+								t.Errorf("ListKeys: %+v, want it damaged", k)
+							} else {
+								asCorrupt(t, k.Damaged, "keys/"+name)
+							}
+						} else if k.Damaged != nil {
+							t.Errorf("ListKeys: intact key %s listed as damaged: %v", k.ID.Str(), k.Damaged)
+						}
+					}
+					if !found {
+						t.Errorf("ListKeys left the damaged key out: %+v", keys)
+					}
+				}
 
-			// Alone, it gives ErrWrongPassword naming the damaged file.
-			be.Delete(goodH)
-			defer be.Put(goodH, good)
-			_, err = Open(ctx, be, "secret", Options{})
-			if !errors.Is(err, ErrWrongPassword) {
-				t.Fatalf("got %v", err)
-			}
-			if !strings.Contains(err.Error(), "keys/"+name) {
-				t.Fatalf("error does not name the damaged key: %v", err)
-			}
-		})
+				// Alone, it is damage naming the file, not a wrong
+				// password.
+				be.Delete(goodH)
+				defer be.Put(goodH, good)
+				_, err = Open(ctx, be, "secret", Options{})
+				var dke *DamagedKeyError
+				if errors.Is(err, ErrWrongPassword) || !errors.As(err, &dke) {
+					t.Fatalf("got %v, want a DamagedKeyError", err)
+				}
+				if !strings.Contains(err.Error(), "keys/"+name) {
+					t.Fatalf("error does not name the damaged key: %v", err)
+				}
+				// The same with a wrong password when the damage shows
+				// without the password (the content does not match the
+				// name, or does not parse): a damaged key may be that
+				// password's key. A key file that is intact as stored but
+				// holds no valid key behind the right password looks,
+				// to a wrong password, like any other key.
+				_, perr := ParseKeyFile(buf)
+				_, err = Open(ctx, be, "wrong", Options{})
+				if perr != nil || name != Hash(buf).String() {
+					if !errors.As(err, &dke) || errors.Is(err, ErrWrongPassword) {
+						t.Fatalf("wrong password next to a damaged key only: %v", err)
+					}
+				} else if !errors.Is(err, ErrWrongPassword) {
+					t.Fatalf("wrong password next to an intact key: %v", err)
+				}
+			})
+		}
+	}
+	// Intact keys and a wrong password: ErrWrongPassword.
+	if _, err := Open(ctx, be, "wrong", Options{}); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("wrong password: %v", err)
 	}
 	// Files not named like keys are ignored.
 	be.Put(backend.Handle{Type: backend.KeyFile, Name: "tmp-123"}, []byte("x"))
@@ -368,7 +417,8 @@ func TestDamagedKeyFiles(t *testing.T) {
 // At most 20 key files are tried: a right key that lists 21st is not found.
 func TestMaxKeysTried(t *testing.T) {
 	ctx := context.Background()
-	_, be := newTestRepo(t, 2, Options{})
+	_, mb := newTestRepo(t, 2, Options{})
+	be := &decoysFirst{Backend: mb}
 	decoy := func(i int) {
 		salt := bytes.Repeat([]byte{byte(i + 1)}, 64)
 		data := bytes.Repeat([]byte{byte(i + 1)}, 100)
@@ -377,7 +427,10 @@ func TestMaxKeysTried(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		be.Put(backend.Handle{Type: backend.KeyFile, Name: fmt.Sprintf("%064x", i+1)}, buf)
+		// Intact (named by its content): another password's key.
+		name := Hash(buf).String()
+		mb.Put(backend.Handle{Type: backend.KeyFile, Name: name}, buf)
+		be.first = append(be.first, name)
 	}
 	for i := 0; i < maxKeysTried-1; i++ {
 		decoy(i)
@@ -391,6 +444,40 @@ func TestMaxKeysTried(t *testing.T) {
 	if _, err := Open(ctx, be, "secret", Options{}); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("the 21st key was tried: %v", err)
 	}
+}
+
+// decoysFirst lists the key files named in first before the others.
+type decoysFirst struct {
+	backend.Backend
+	first []string
+}
+
+func (d *decoysFirst) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if t != backend.KeyFile {
+		return d.Backend.List(ctx, t, fn)
+	}
+	var rest []backend.FileInfo
+	byName := map[string]backend.FileInfo{}
+	if err := d.Backend.List(ctx, t, func(fi backend.FileInfo) error {
+		byName[fi.Name] = fi
+		if !slices.Contains(d.first, fi.Name) {
+			rest = append(rest, fi)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, n := range d.first {
+		if err := fn(byName[n]); err != nil {
+			return err
+		}
+	}
+	for _, fi := range rest {
+		if err := fn(fi); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ---- repositories written by the restic CLI ----

@@ -74,54 +74,83 @@ func (k *KeyFile) openMaster(password string) (*crypto.Key, error) {
 	return master, nil
 }
 
-// searchKey tries key files until one opens with password.
-func searchKey(ctx context.Context, be backend.Backend, password string) (*crypto.Key, ID, error) {
+// loadKeyFile loads key file h and checks it: its content must hash to its
+// name (as restic 0.16+ checks every file it loads) and decode as a key
+// file. Failures are CorruptErrors naming the file.
+func loadKeyFile(ctx context.Context, be backend.Backend, h backend.Handle) (*KeyFile, error) {
+	buf, err := backend.LoadAll(ctx, be, h)
+	if err != nil {
+		return nil, fmt.Errorf("load %v: %w", h, err)
+	}
+	if id, err := ParseID(h.Name); err == nil && Hash(buf) != id {
+		return nil, corrupt(h.String(), "content hash %s does not match its name", Hash(buf).Str())
+	}
+	kf, err := ParseKeyFile(buf)
+	if err != nil {
+		return nil, corrupt(h.String(), "%w", err)
+	}
+	return kf, nil
+}
+
+// searchKey tries key files until one opens with password. It returns the
+// damaged key files it passed over. When none opens, the error is
+// ErrWrongPassword if every key file is intact, and a DamagedKeyError
+// naming the damaged ones otherwise: a damaged file may hold the key of
+// this very password, so calling the password wrong would send the
+// operator after the wrong thing.
+func searchKey(ctx context.Context, be backend.Backend, password string) (*crypto.Key, ID, []SkippedFile, error) {
 	var names []string
 	err := be.List(ctx, backend.KeyFile, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
 		return nil
 	})
 	if err != nil {
-		return nil, ID{}, fmt.Errorf("list keys: %w", err)
+		return nil, ID{}, nil, fmt.Errorf("list keys: %w", err)
 	}
 	if len(names) == 0 {
-		return nil, ID{}, fmt.Errorf("%s has no key files: %w", be.Location(), ErrWrongPassword)
+		return nil, ID{}, nil, fmt.Errorf("%s has no key files: %w", be.Location(), ErrWrongPassword)
 	}
-	var damaged []error
+	var damaged []SkippedFile
+	tried := 0
 	for i, name := range names {
 		if i >= maxKeysTried {
 			break
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, ID{}, err
+			return nil, ID{}, nil, err
 		}
 		h := backend.Handle{Type: backend.KeyFile, Name: name}
-		buf, err := backend.LoadAll(ctx, be, h)
+		kf, err := loadKeyFile(ctx, be, h)
 		if err != nil {
-			return nil, ID{}, fmt.Errorf("load %v: %w", h, err)
+			switch {
+			case skippable(ctx, err):
+				damaged = append(damaged, SkippedFile{Handle: h, Err: err})
+				continue
+			case errors.Is(err, backend.ErrNotExist) && ctx.Err() == nil:
+				continue // removed since the listing
+			}
+			return nil, ID{}, nil, err
 		}
-		kf, err := ParseKeyFile(buf)
-		if err != nil {
-			damaged = append(damaged, corrupt(h.String(), "%w", err))
-			continue
-		}
+		tried++
 		master, err := kf.openMaster(password)
 		if err != nil {
 			if !errors.Is(err, crypto.ErrUnauthenticated) {
-				damaged = append(damaged, corrupt(h.String(), "%w", err))
+				// The password opens it, but what it holds is no key.
+				damaged = append(damaged, SkippedFile{Handle: h, Err: corrupt(h.String(), "%w", err)})
+				tried--
 			}
 			continue
 		}
 		id, err := ParseID(name)
 		if err != nil {
-			return nil, ID{}, err
+			return nil, ID{}, nil, err
 		}
-		return master, id, nil
+		return master, id, damaged, nil
 	}
 	if len(damaged) > 0 {
-		return nil, ID{}, fmt.Errorf("%w (also: %w)", ErrWrongPassword, errors.Join(damaged...))
+		return nil, ID{}, nil, &DamagedKeyError{Damaged: damaged, Tried: tried}
 	}
-	return nil, ID{}, ErrWrongPassword
+	return nil, ID{}, nil, ErrWrongPassword
 }
 
 // addKey seals the master key under password and stores a new key file.
@@ -181,10 +210,14 @@ func (r *Repository) AddKey(ctx context.Context, password string, kdf *crypto.Pa
 type KeyInfo struct {
 	ID      ID
 	Current bool
-	File    *KeyFile
+	// File is the key file's metadata; nil when it is damaged.
+	File *KeyFile
+	// Damaged says why the file cannot be used (nil for intact files).
+	Damaged error
 }
 
-// ListKeys loads every key file's metadata (without opening them).
+// ListKeys loads every key file's metadata (without opening them). A
+// damaged key file is listed with Damaged set instead of failing the list.
 func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
 	var out []KeyInfo
 	err := r.be.List(ctx, backend.KeyFile, func(fi backend.FileInfo) error {
@@ -193,15 +226,16 @@ func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
 			return err
 		}
 		h := backend.Handle{Type: backend.KeyFile, Name: fi.Name}
-		buf, err := backend.LoadAll(ctx, r.be, h)
-		if err != nil {
-			return fmt.Errorf("load %v: %w", h, err)
+		kf, err := loadKeyFile(ctx, r.be, h)
+		switch {
+		case err == nil:
+			out = append(out, KeyInfo{ID: id, Current: id == r.keyID, File: kf})
+		case skippable(ctx, err):
+			out = append(out, KeyInfo{ID: id, Current: id == r.keyID, Damaged: err})
+		case errors.Is(err, backend.ErrNotExist) && ctx.Err() == nil:
+		default:
+			return err
 		}
-		kf, err := ParseKeyFile(buf)
-		if err != nil {
-			return corrupt(h.String(), "%w", err)
-		}
-		out = append(out, KeyInfo{ID: id, Current: id == r.keyID, File: kf})
 		return nil
 	})
 	return out, err

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/scalr-platform/scalr-backup/backend"
 )
@@ -18,6 +20,9 @@ type PruneOptions struct {
 	// --max-unused: "5%" (the default), "unlimited", or a byte count.
 	MaxUnused string
 	DryRun    bool
+	// LeftoverAge is how old a temporary file an interrupted write left
+	// must be before it is removed (0 means DefaultLeftoverAge).
+	LeftoverAge time.Duration
 	// Progress, when set, receives one line per phase.
 	Progress func(msg string)
 }
@@ -52,6 +57,11 @@ type PruneStats struct {
 	IndexFilesDamaged     int    `json:"index_files_damaged"`
 	PacksRecovered        int    `json:"packs_recovered"`
 	MaxUnusedBytesAllowed uint64 `json:"max_unused_bytes_allowed"`
+	// LeftoversRemoved counts the temporary files of interrupted writes
+	// removed (LeftoverSize bytes), LeftoversKept those not old enough.
+	LeftoversRemoved int    `json:"leftovers_removed"`
+	LeftoverSize     uint64 `json:"leftover_size"`
+	LeftoversKept    int    `json:"leftovers_kept"`
 }
 
 // maxUnusedFunc parses restic's --max-unused into a limit on unused bytes
@@ -114,19 +124,25 @@ type packUsage struct {
 	storedSize int64
 }
 
-// loadIndexFiles reads every index file and returns their IDs and the
-// complete blob list of every indexed pack (duplicates included, which the
-// merged Index drops).
-func (r *Repository) loadIndexFiles(ctx context.Context) ([]ID, map[ID][]Blob, error) {
+// loadIndexFiles reads every index file and returns the IDs of all of them
+// (damaged ones included), the complete blob list of every pack the intact
+// ones index (duplicates included, which the merged Index drops), and the
+// damaged index files, left out.
+func (r *Repository) loadIndexFiles(ctx context.Context) ([]ID, map[ID][]Blob, []SkippedFile, error) {
 	files, err := r.listIndexFiles(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	packs := map[ID][]Blob{}
+	var damaged []SkippedFile
 	for _, id := range files {
 		ij, err := r.loadIndexFile(ctx, id)
 		if err != nil {
-			return nil, nil, err
+			if skippable(ctx, err) {
+				damaged = append(damaged, SkippedFile{Handle: backend.Handle{Type: backend.IndexFile, Name: id.String()}, Err: err})
+				continue
+			}
+			return nil, nil, nil, err
 		}
 		for _, p := range ij.Packs {
 			if _, seen := packs[p.ID]; seen {
@@ -140,14 +156,59 @@ func (r *Repository) loadIndexFiles(ctx context.Context) ([]ID, map[ID][]Blob, e
 			packs[p.ID] = bs
 		}
 	}
-	return files, packs, nil
+	return files, packs, damaged, nil
+}
+
+// listPacks lists data/: every stored pack with its size.
+func (r *Repository) listPacks(ctx context.Context) (map[ID]int64, error) {
+	stored := map[ID]int64{}
+	if err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		id, err := ParseID(fi.Name)
+		if err == nil {
+			stored[id] = fi.Size
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+	return stored, nil
+}
+
+// readHeaders reads the headers of the given stored packs (ID to size), 8
+// at a time, and returns their blobs sorted by offset. A pack whose header
+// is damaged, or that the storage refuses for good, is returned in bad
+// with why; any other failure stops it.
+func (r *Repository) readHeaders(ctx context.Context, packs map[ID]int64) (found map[ID][]Blob, bad map[ID]error, err error) {
+	found, bad = map[ID][]Blob{}, map[ID]error{}
+	var mu sync.Mutex
+	err = forEachParallel(ctx, checkSortedIDs(packs), 8, func(ctx context.Context, id ID) error {
+		blobs, err := ReadPackHeader(ctx, r.be, r.key, id, packs[id])
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			sort.Slice(blobs, func(i, j int) bool { return blobs[i].Offset < blobs[j].Offset })
+			found[id] = blobs
+		case skippable(ctx, err) || errors.Is(err, backend.ErrNotExist) && ctx.Err() == nil:
+			bad[id] = err
+		default:
+			return err
+		}
+		return nil
+	})
+	return found, bad, err
 }
 
 // UsedBlobs walks every snapshot's trees and returns every blob they need.
+// A snapshot file that cannot be read makes it fail with a
+// DamagedSnapshotsError: what that snapshot needs is unknown.
 func (r *Repository) UsedBlobs(ctx context.Context) (map[BlobHandle]struct{}, error) {
-	snaps, err := r.ListSnapshots(ctx)
+	snaps, skipped, err := r.LoadSnapshots(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if len(skipped) > 0 {
+		return nil, &DamagedSnapshotsError{Op: "prune", Skipped: skipped}
 	}
 	used := map[BlobHandle]struct{}{}
 	var visit func(id ID, where string) error
@@ -212,28 +273,33 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 	}()
 
 	say("loading indexes")
-	indexFiles, indexed, err := r.loadIndexFiles(ctx)
+	indexFiles, indexed, damagedIndex, err := r.loadIndexFiles(ctx)
 	if err != nil {
 		return nil, err
+	}
+	say("searching used packs")
+	stored, err := r.listPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stats := &PruneStats{}
+	if len(damagedIndex) > 0 {
+		// The packs the damaged files listed look unreferenced: read what
+		// they hold from their own headers instead of deleting them.
+		if err := r.pruneRecoverIndex(ctx, damagedIndex, stored, indexed, stats, say); err != nil {
+			return nil, err
+		}
 	}
 	say("finding data that is still in use")
 	used, err := r.UsedBlobs(ctx)
 	if err != nil {
+		var dse *DamagedSnapshotsError
+		if errors.As(err, &dse) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("prune: %w", err)
 	}
-	say("searching used packs")
-	stored := map[ID]int64{}
-	if err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
-		id, err := ParseID(fi.Name)
-		if err == nil {
-			stored[id] = fi.Size
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list packs: %w", err)
-	}
 
-	stats := &PruneStats{}
 	packIDs := make([]ID, 0, len(indexed))
 	for id := range indexed {
 		if _, ok := stored[id]; !ok {
@@ -344,10 +410,14 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 		stats.RemainingSize += uint64(u.storedSize)
 	}
 	stats.RemainingSize += stats.RepackSize
+	say("looking for temporary files of interrupted writes")
+	if err := r.pruneLeftovers(ctx, leftoverAge(opts.LeftoverAge), time.Now(), opts.DryRun, stats); err != nil {
+		return nil, err
+	}
 	if opts.DryRun {
 		return stats, nil
 	}
-	if len(repack) == 0 && len(remove) == 0 && len(unreferenced) == 0 {
+	if len(repack) == 0 && len(remove) == 0 && len(unreferenced) == 0 && len(damagedIndex) == 0 {
 		say("nothing to do")
 		return stats, nil
 	}
@@ -394,6 +464,47 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 	}
 	r.resetIndex(newIdx)
 	return stats, nil
+}
+
+// pruneRecoverIndex reads the headers of the stored packs that no intact
+// index file lists, adds them to indexed and to the loaded index (so trees
+// listed only in a damaged file load), or stops when one cannot be read:
+// prune cannot tell then what that pack holds.
+func (r *Repository) pruneRecoverIndex(ctx context.Context, damaged []SkippedFile, stored map[ID]int64, indexed map[ID][]Blob, stats *PruneStats, say func(string, ...any)) error {
+	names := make([]string, len(damaged))
+	for i, d := range damaged {
+		names[i] = d.Object()
+	}
+	todo := map[ID]int64{}
+	for id, size := range stored {
+		if _, ok := indexed[id]; !ok {
+			todo[id] = size
+		}
+	}
+	say("damaged index files %s: reading the headers of %d packs no intact index file lists", strings.Join(names, ", "), len(todo))
+	found, bad, err := r.readHeaders(ctx, todo)
+	if err != nil {
+		return fmt.Errorf("prune: %s damaged, reading pack headers instead: %w", strings.Join(names, ", "), err)
+	}
+	if len(bad) > 0 {
+		var msgs []string
+		for _, id := range checkSortedIDs(bad) {
+			msgs = append(msgs, fmt.Sprintf("%s: %v", checkPackObject(id), bad[id]))
+		}
+		return fmt.Errorf("prune: %s damaged, and the headers of packs no intact index file lists cannot be read (%s), so prune cannot tell what they hold; nothing was changed (`restic repair packs` salvages what it can)",
+			strings.Join(names, ", "), strings.Join(msgs, "; "))
+	}
+	idx, err := r.Index(ctx)
+	if err != nil {
+		return err
+	}
+	for id, blobs := range found {
+		indexed[id] = blobs
+		idx.add(id, blobs)
+	}
+	stats.IndexFilesDamaged = len(damaged)
+	stats.PacksRecovered = len(found)
+	return nil
 }
 
 // repackPack loads one pack and saves again the blobs it owns.

@@ -78,6 +78,12 @@ type Options struct {
 	LockRetry time.Duration
 	// LockWait, when set, is told once that a lock is being waited for.
 	LockWait func(holder *LockInfo, upTo time.Duration)
+	// Skipped, when set, is told once about each file a read path left
+	// out because it is damaged or can never be read (a snapshot file in a
+	// listing, an index file while loading the index, a key file while
+	// opening), so that the caller can name it as restic does
+	// ("Ignoring …"). Only operations that need the file fail.
+	Skipped func(SkippedFile)
 }
 
 func (o Options) normalized() (Options, error) {
@@ -114,6 +120,10 @@ type Repository struct {
 	idxOnce sync.Once
 	idxErr  error
 	idx     *Index
+
+	// skipped holds the handles already reported to Options.Skipped.
+	skipped sync.Map
+
 	// reloadMu serializes ReloadIndex; reloadStarts counts the reloads
 	// started, so callers that queued behind a newer one do not list again.
 	reloadMu     sync.Mutex
@@ -212,7 +222,7 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 		}
 		return nil, fmt.Errorf("open %s: %w: the location exists but holds no repository (no config file)", be.Location(), backend.ErrNoRepository)
 	}
-	master, keyID, err := searchKey(ctx, be, password)
+	master, keyID, damagedKeys, err := searchKey(ctx, be, password)
 	if err != nil {
 		return nil, err
 	}
@@ -233,6 +243,7 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 		return nil, err
 	}
 	r.keyID = keyID
+	r.reportSkipped(damagedKeys...)
 	return r, nil
 }
 

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -86,9 +87,30 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error)
 	return &sn, nil
 }
 
-// ListSnapshots loads every snapshot (one LIST of snapshots/), sorted by
-// time, oldest first.
+// ListSnapshots loads every snapshot that can be read (one LIST of
+// snapshots/), sorted by time, oldest first. Damaged snapshot files are
+// left out, as restic's listing leaves them out, and reported to
+// Options.Skipped; see LoadSnapshots.
 func (r *Repository) ListSnapshots(ctx context.Context) ([]*Snapshot, error) {
+	list, skipped, err := r.LoadSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.reportSkipped(skipped...)
+	return list, nil
+}
+
+// LoadSnapshots loads every snapshot that can be read (one LIST of
+// snapshots/), sorted by time, oldest first, and returns separately the
+// snapshot files it left out: damaged ones (content not matching the name,
+// not decrypting or not decoding) and ones the storage refuses for good.
+// One bad snapshot file never blocks the others. A file removed since the
+// listing (a concurrent forget) is left out silently. An error is returned
+// only when the listing itself fails, or a load fails in a way a retry
+// might still fix (so an outage never looks like an empty repository).
+// Nothing is reported to Options.Skipped: the caller names what was
+// skipped.
+func (r *Repository) LoadSnapshots(ctx context.Context) ([]*Snapshot, []SkippedFile, error) {
 	var ids []ID
 	err := r.be.List(ctx, backend.SnapshotFile, func(fi backend.FileInfo) error {
 		id, err := ParseID(fi.Name)
@@ -99,26 +121,44 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*Snapshot, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list snapshots: %w", err)
+		return nil, nil, fmt.Errorf("list snapshots: %w", err)
 	}
-	out := make([]*Snapshot, len(ids))
+	sortIDs(ids)
+	loaded := make([]*Snapshot, len(ids))
+	failed := make([]error, len(ids))
 	pos := make(map[ID]int, len(ids))
 	for i, id := range ids {
 		pos[id] = i
 	}
 	err = forEachParallel(ctx, ids, 8, func(ctx context.Context, id ID) error {
 		sn, err := r.LoadSnapshot(ctx, id)
-		if err != nil {
+		switch {
+		case err == nil:
+			loaded[pos[id]] = sn
+		case errors.Is(err, backend.ErrNotExist) && ctx.Err() == nil:
+			// Removed since the listing.
+		case skippable(ctx, err):
+			failed[pos[id]] = err
+		default:
 			return err
 		}
-		out[pos[id]] = sn
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var out []*Snapshot
+	var skipped []SkippedFile
+	for i, sn := range loaded {
+		switch {
+		case sn != nil:
+			out = append(out, sn)
+		case failed[i] != nil:
+			skipped = append(skipped, SkippedFile{Handle: backend.Handle{Type: backend.SnapshotFile, Name: ids[i].String()}, Err: failed[i]})
+		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
-	return out, nil
+	return out, skipped, nil
 }
 
 // SnapshotFilter selects snapshots the way restic's --host, --tag and
@@ -169,7 +209,10 @@ func contains(list []string, s string) bool {
 }
 
 // FindSnapshot resolves "latest", a full ID or a unique short ID. For
-// "latest" the newest snapshot matching f is chosen; an ID must match f too.
+// "latest" the newest snapshot matching f is chosen among those that can be
+// read (damaged snapshot files are left out and reported to
+// Options.Skipped, see ListSnapshots); an ID must match f too, and a
+// damaged snapshot named by its ID is an error naming the file.
 func (r *Repository) FindSnapshot(ctx context.Context, ref string, f SnapshotFilter) (*Snapshot, error) {
 	if ref == "latest" {
 		list, err := r.ListSnapshots(ctx)

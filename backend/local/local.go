@@ -32,8 +32,9 @@ type Backend struct {
 }
 
 var (
-	_ backend.Backend = (*Backend)(nil)
-	_ backend.Creator = (*Backend)(nil)
+	_ backend.Backend        = (*Backend)(nil)
+	_ backend.Creator        = (*Backend)(nil)
+	_ backend.LeftoverLister = (*Backend)(nil)
 )
 
 // modes are the permissions of new folders and files (files are then made
@@ -219,13 +220,13 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 	}
 
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-")
+	f, err := os.CreateTemp(dir, tempPrefix)
 	if errors.Is(err, fs.ErrNotExist) {
 		// A folder is missing (a repository made by another tool, say).
 		if mkErr := os.MkdirAll(dir, b.modes.dir); mkErr != nil {
 			return mkErr
 		}
-		f, err = os.CreateTemp(dir, ".tmp-")
+		f, err = os.CreateTemp(dir, tempPrefix)
 	}
 	if err != nil {
 		return err

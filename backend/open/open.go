@@ -138,3 +138,7 @@ func parseExtended(list []string) ([]option, error) {
 	}
 	return opts, nil
 }
+
+// Unwrap returns the decorated backend, so that helpers such as
+// backend.Leftovers see through Opened.
+func (o *Opened) Unwrap() backend.Backend { return o.Backend }
