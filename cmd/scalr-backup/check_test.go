@@ -181,7 +181,7 @@ func TestCheckCLILocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Unlock(ctx)
-	if res := runCLI(t, env, nil, "check"); res.code != exitLocked || !strings.Contains(res.stderr, "locked") {
+	if res := runCLI(t, env, nil, "check"); res.code != exitLocked || !strings.Contains(res.stderr, "locked") || !strings.Contains(res.stderr, "--retry-lock") {
 		t.Fatalf("check while locked: exit %d: %s", res.code, res.stderr)
 	}
 	if res := runCLI(t, env, nil, "check", "--no-lock"); res.code != 0 {

@@ -132,6 +132,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 	case errors.Is(err, repo.ErrWrongPassword):
 		return exitWrongPass
 	case errors.As(err, &locked):
+		fmt.Fprintf(a.stderr, "Another process holds the lock. Use --retry-lock 5m to wait for it; if its holder is gone, scalr-backup unlock (or restic unlock) removes stale locks.\n")
 		return exitLocked
 	}
 	return exitError
