@@ -112,7 +112,8 @@ type Docker struct {
 	stopErr  error
 
 	imageMu sync.Mutex
-	images  map[int]error // major version -> its import's outcome (nil: imported)
+	images  map[int]error    // major version -> its import's outcome (nil: imported)
+	shapes  map[string]error // "MAJOR-SHAPE" -> its build's outcome (shapes.go)
 }
 
 // Host is the DOCKER_HOST value for this daemon: "unix:///tmp/…/docker.sock".
@@ -952,9 +953,11 @@ type Container struct {
 	Name     string
 	ID       string
 	Major    int    // the Postgres major version of its image
+	Shape    string // the image's shape (ShapeDefault, ShapeOfficial...)
 	User     string // POSTGRES_USER: the superuser
 	DB       string // POSTGRES_DB: the database made on first start
-	Password string // POSTGRES_PASSWORD
+	Password string // POSTGRES_PASSWORD, or the content of POSTGRES_PASSWORD_FILE
+	Port     int    // the server's port when not 5432 (PostgresOptions.Port)
 	d        *Docker
 }
 
@@ -979,9 +982,20 @@ type PostgresOptions struct {
 	// named volume gone removes it itself.
 	Volumes []string
 	// Cmd is the container's command (arguments to the entrypoint, as
-	// `docker run IMAGE CMD...`); nil means postgres -c fsync=off, empty
-	// but not nil the image's CMD, plain postgres.
+	// `docker run IMAGE CMD...`); nil means postgres -c fsync=off (for
+	// ShapeNoCmd -c fsync=off, its entrypoint taking options only), empty
+	// but not nil the image's CMD (postgres; none for ShapeNoCmd).
 	Cmd []string
+	// Shape picks the image's shape (see ShapeOfficial, ShapeNoCmd);
+	// ShapeDefault is the default image.
+	Shape string
+	// Files are files the test provides, bind-mounted read-only: the path
+	// in the container -> the content (such as a secret for
+	// POSTGRES_PASSWORD_FILE, which then gives Container.Password).
+	Files map[string]string
+	// Port is the server's port when Cmd moves it (-c port=5433): the
+	// test helpers' own psql connects there.
+	Port int
 }
 
 // RunPostgres starts a container of the default (15) Postgres image named
@@ -1008,20 +1022,29 @@ func (d *Docker) RunPostgresWith(t testing.TB, name string, o PostgresOptions) *
 	if major == 0 {
 		major = DefaultPostgresMajor
 	}
-	image := d.PostgresImageFor(t, major)
+	image := d.PostgresImageShape(t, major, o.Shape)
 
 	env := maps.Clone(o.Env)
 	if env == nil {
 		env = map[string]string{}
 	}
-	if env["POSTGRES_PASSWORD"] == "" && env["POSTGRES_HOST_AUTH_METHOD"] == "" {
+	if env["POSTGRES_PASSWORD"] == "" && env["POSTGRES_PASSWORD_FILE"] == "" && env["POSTGRES_HOST_AUTH_METHOD"] == "" {
 		env["POSTGRES_PASSWORD"] = randomHexString(t, 12)
 	}
 	if _, ok := env["POSTGRES_INITDB_ARGS"]; !ok {
 		env["POSTGRES_INITDB_ARGS"] = "--no-sync"
 	}
-	c := &Container{Name: name, Major: major, User: env["POSTGRES_USER"], DB: env["POSTGRES_DB"],
-		Password: env["POSTGRES_PASSWORD"], d: d}
+	c := &Container{Name: name, Major: major, Shape: o.Shape, User: env["POSTGRES_USER"], DB: env["POSTGRES_DB"],
+		Password: env["POSTGRES_PASSWORD"], Port: o.Port, d: d}
+	if f := env["POSTGRES_PASSWORD_FILE"]; f != "" {
+		c.Password = strings.TrimRight(o.Files[f], "\n")
+	}
+	if f := env["POSTGRES_USER_FILE"]; f != "" {
+		c.User = strings.TrimRight(o.Files[f], "\n")
+	}
+	if f := env["POSTGRES_DB_FILE"]; f != "" {
+		c.DB = strings.TrimRight(o.Files[f], "\n")
+	}
 	if c.User == "" {
 		c.User = "postgres"
 	}
@@ -1062,10 +1085,26 @@ func (d *Docker) RunPostgresWith(t testing.TB, name string, o PostgresOptions) *
 	for _, v := range o.Volumes {
 		args = append(args, "--volume", v)
 	}
+	if len(o.Files) > 0 {
+		dir := t.TempDir()
+		for i, p := range slices.Sorted(maps.Keys(o.Files)) {
+			if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, ":,") {
+				t.Fatalf("RunPostgresWith: file path %q: must be absolute, without ':' or ','", p)
+			}
+			host := filepath.Join(dir, strconv.Itoa(i)+"-"+filepath.Base(p))
+			if err := os.WriteFile(host, []byte(o.Files[p]), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--mount", "type=bind,source="+host+",target="+p+",readonly")
+		}
+	}
 	args = append(args, image)
-	if o.Cmd == nil {
+	switch {
+	case o.Cmd == nil && o.Shape == ShapeNoCmd:
+		args = append(args, "-c", "fsync=off")
+	case o.Cmd == nil:
 		args = append(args, "postgres", "-c", "fsync=off")
-	} else {
+	default:
 		args = append(args, o.Cmd...)
 	}
 	c.ID = d.CLI(t, args...)
@@ -1087,15 +1126,16 @@ func (d *Docker) RunPostgresWith(t testing.TB, name string, o PostgresOptions) *
 }
 
 // waitReady waits until psql can run a query in the container's database,
-// as its superuser, over the unix socket.
+// as its superuser, over the unix socket, on the final server (an
+// entrypoint's set-up server listens on no address).
 func (c *Container) waitReady(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var last error
 	for {
-		out, err := c.d.Run(ctx, nil, "exec", c.Name, "psql", "-X", "-At", "-U", c.User, "-d", c.DB, "-c", "select 1")
-		if err == nil && strings.TrimSpace(string(out)) == "1" {
+		out, err := c.run(ctx, nil, "psql", "-X", "-At", "-U", c.User, "-d", c.DB, "-c", "select current_setting('listen_addresses') <> ''")
+		if err == nil && strings.TrimSpace(string(out)) == "t" {
 			return
 		}
 		last = err
@@ -1120,15 +1160,46 @@ func (c *Container) Exec(t testing.TB, stdin io.Reader, args ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	execArgs := []string{"exec"}
-	if stdin != nil {
-		execArgs = append(execArgs, "--interactive")
-	}
-	out, err := c.d.Run(ctx, stdin, append(append(execArgs, c.Name), args...)...)
+	out, err := c.run(ctx, stdin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// ExecCommand is the docker CLI running args in the container as Exec
+// does: with PGPASSWORD (the container's password, through the CLI's
+// environment, never its command line) and PGPORT (when the server is not
+// on 5432) in the command's environment.
+func (c *Container) ExecCommand(ctx context.Context, interactive bool, args ...string) *exec.Cmd {
+	execArgs := []string{"exec"}
+	if interactive {
+		execArgs = append(execArgs, "--interactive")
+	}
+	var env []string
+	if c.Password != "" {
+		execArgs = append(execArgs, "--env", "PGPASSWORD")
+		env = append(env, "PGPASSWORD="+c.Password)
+	}
+	if c.Port != 0 {
+		execArgs = append(execArgs, "--env", "PGPORT="+strconv.Itoa(c.Port))
+	}
+	cmd := c.d.Command(ctx, append(append(execArgs, c.Name), args...)...)
+	cmd.Env = append(cmd.Env, env...)
+	return cmd
+}
+
+// run runs args in the container (see ExecCommand) with stdin (may be
+// nil) and returns the standard output; an error carries the standard
+// error.
+func (c *Container) run(ctx context.Context, stdin io.Reader, args ...string) ([]byte, error) {
+	cmd := c.ExecCommand(ctx, stdin != nil, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), fmt.Errorf("docker exec %s %s: %w: %s", c.Name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
 }
 
 // Psql runs sql with psql in the container, as the superuser, in database
