@@ -39,14 +39,22 @@ func (a *app) daemonCommand() *cobra.Command {
 drill) on its own schedule, 05:00 UTC on the first of each month by default.
 
 One job runs at a time: a pass that comes due while the previous one still
-runs is skipped and logged. Every hour, and after each pass, a dead-man
-check alerts for any container whose newest backup is older than
-SCALR_BACKUP_STALE_AFTER (26h).
+runs is skipped and logged.
 
-/metrics (Prometheus) and /healthz (200 when the last pass succeeded and no
-container is stale, else 503) are served on --metrics-addr, loopback by
-default; "daemon healthcheck" queries /healthz for a container
-healthcheck. Logs are JSON lines on standard error (text on a terminal).
+At start, and then every SCALR_BACKUP_CHECK_INTERVAL (1h), the daemon checks
+the repository (open, password, index, snapshots) and the Docker engine; a
+failed check is retried with backoff from 1s. The repository's history fills
+the per-container metrics at once. After each check and each pass a
+dead-man check alerts for every expected container (this host's backed-up
+containers plus those discovered now, less retired ones) whose newest backup
+is older than SCALR_BACKUP_STALE_AFTER (26h): once when it becomes stale,
+again every SCALR_BACKUP_STALE_REMINDER (24h).
+
+/metrics (Prometheus) and /healthz (200 when the checks work, the last pass
+succeeded and no container is stale, else 503 with the reasons) are served
+on --metrics-addr, loopback by default; "daemon healthcheck" queries
+/healthz for a container healthcheck. Logs are JSON lines on standard error
+(text on a terminal), storage retries included.
 
 On SIGTERM or SIGINT no new job starts; a running pass gets
 --shutdown-grace to finish, then it is abandoned cleanly: its lock is
@@ -137,6 +145,9 @@ func (o *daemonOptions) apply(cfg *nightly.Config) error {
 // nightlyDaemon runs the daemon until ctx ends.
 func (a *app) nightlyDaemon(ctx context.Context, cfg nightly.Config, w nightlyWiring, log *slog.Logger, o daemonOptions) error {
 	m := nightly.NewMetrics(cfg.StaleAfter, nil)
+	m.SetBuildInfo(version(), revision())
+	m.RegisterProcess()
+	a.logRetries(log, m)
 	d := &nightly.Daemon{
 		Service:       a.nightlyService(cfg, w, log, m),
 		RunNow:        o.runNow,
@@ -154,8 +165,9 @@ func (a *app) healthcheckCommand() *cobra.Command {
 		Short: "Ask a running daemon's /healthz; exit 0 when healthy",
 		Long: `GET /healthz from the daemon at --metrics-addr (default: $SCALR_BACKUP_METRICS_ADDR
 or 127.0.0.1:9187; an unspecified address like 0.0.0.0 is asked on loopback)
-and print its answer. Exits 0 when the last pass succeeded and no container is
-stale, 1 otherwise. Made for container healthchecks: the image needs no curl.`,
+and print its answer. Exits 0 when the checks of the repository and the
+Docker engine work, the last pass succeeded and no container is stale, 1
+otherwise (also while the daemon's first checks have not worked yet). Made for container healthchecks: the image needs no curl.`,
 		Example: `  scalr-backup daemon healthcheck
   scalr-backup daemon healthcheck --metrics-addr 127.0.0.1:9187`,
 		Args: cobra.NoArgs,

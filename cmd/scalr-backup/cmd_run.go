@@ -109,6 +109,8 @@ func (a *app) nightlyOpener(cfg nightly.Config, log *slog.Logger) func(ctx conte
 		if err != nil {
 			return nil, err
 		}
+		// A failed open reports the requests it made (its retries too).
+		var spent backend.Counts
 		be, err := a.openBackend(ctx, false)
 		if err == nil {
 			var r *repo.Repository
@@ -116,23 +118,46 @@ func (a *app) nightlyOpener(cfg nightly.Config, log *slog.Logger) func(ctx conte
 			if err == nil {
 				return r, nil
 			}
+			spent = requestsOf(be)
 			_ = be.Close()
 		}
 		if !cfg.Init || !errors.Is(err, backend.ErrNoRepository) {
-			return nil, err
+			return nil, nightly.WithRequests(err, spent)
 		}
 		be, err = a.openBackend(ctx, true)
 		if err != nil {
-			return nil, err
+			return nil, nightly.WithRequests(err, spent)
 		}
 		r, err := repo.Init(ctx, be, pw, repo.InitOptions{}, opts)
 		if err != nil {
+			spent = spent.Add(requestsOf(be))
 			_ = be.Close()
-			return nil, err
+			return nil, nightly.WithRequests(err, spent)
 		}
 		log.Warn("created a new repository: keep its password safe, losing it loses every backup in it",
 			"repository", be.Location(), "id", r.Config().ID[:10])
 		return r, nil
+	}
+}
+
+// requestsOf is what be's request counter has seen (nothing without one).
+func requestsOf(be backend.Backend) backend.Counts {
+	if c := nightly.CountingOf(be); c != nil {
+		return c.Snapshot()
+	}
+	return backend.Counts{}
+}
+
+// logRetries sends the storage retries to log, one warning each, with the
+// operation, object, attempt, delay and error as attributes; also to m's
+// health (nil: not).
+func (a *app) logRetries(log *slog.Logger, m *nightly.Metrics) {
+	a.retryLog = func(ev backend.RetryEvent) {
+		log.Warn("storage retry", "op", ev.Op, "object", ev.Object(), "attempt", ev.Attempt,
+			"delay", ev.Delay.Round(time.Millisecond).String(), "error", ev.Err.Error())
+		if m != nil {
+			m.NoteRetry(ev)
+		}
 	}
 }
 
@@ -206,7 +231,7 @@ func (w *pgWiring) discover(ctx context.Context) ([]nightly.Target, error) {
 	}
 	out := make([]nightly.Target, len(found))
 	for i, t := range found {
-		out[i] = nightly.Target{Name: t.Container, Detail: t}
+		out[i] = nightly.Target{Name: t.Container, Detail: t, Problem: t.Problem}
 	}
 	return out, nil
 }
@@ -276,10 +301,18 @@ func (a *app) runCommand() *cobra.Command {
      other snapshots are never touched,
   5. prune what no snapshot needs any more.
 
+Every container this host has backed up before (its snapshots in the
+repository) and has not retired (see retire) must be found again: one that
+is missing (removed, renamed) fails the pass by name, as does a selected one
+that is not running (exited, restarting, paused, dead) or has no Postgres,
+while the others are still backed up.
+
 Prints one row per container (status, duration, bytes read, bytes added,
-snapshot) or, with --json, the whole report. Alerts go out as configured
+snapshot) or, with --json, the whole report. Storage retries are logged as
+they happen. Alerts go out as configured
 (SCALR_BACKUP_ON_FAILURE, _ON_SUCCESS, _WEBHOOK_URL, _HEALTHCHECK_URL); with
---textfile the metrics are written for node_exporter's textfile collector.
+--textfile the metrics are written for node_exporter's textfile collector
+(counters carry on from the previous file).
 Use it from cron or a systemd timer, or run the daemon instead.
 
 The exit code is 0 only when everything succeeded; 1 when any container or
@@ -331,7 +364,13 @@ func (a *app) nightlyRun(ctx context.Context, cfg nightly.Config, w nightlyWirin
 	var m *nightly.Metrics
 	if cfg.Textfile != "" {
 		m = nightly.NewMetrics(cfg.StaleAfter, nil)
+		m.SetBuildInfo(version(), revision())
+		// Counters go on from the previous run's file.
+		if err := m.LoadTextfile(cfg.Textfile); err != nil {
+			log.Warn("the previous metrics textfile's counters are not carried over: they restart from 0", "error", err)
+		}
 	}
+	a.logRetries(log, nil)
 	s := a.nightlyService(cfg, w, log, m)
 	rep := s.RunPass(ctx)
 	if m != nil {

@@ -92,6 +92,7 @@ func (a *app) openBackend(ctx context.Context, create bool) (backend.Backend, er
 	if err != nil {
 		return nil, err
 	}
+	retry.Log = a.storageRetry
 	opts := open.Options{Getenv: a.getenv, Extended: a.options, Retry: retry}
 	var o *open.Opened
 	if create {
@@ -104,6 +105,21 @@ func (a *app) openBackend(ctx context.Context, create bool) (backend.Backend, er
 	}
 	a.counts = o.Counts
 	return o, nil
+}
+
+// storageRetry tells of a storage retry as it happens: a command waiting
+// on storage that does not answer is never silent. By default one line on
+// standard error (also with --quiet: it explains a wait), else a.retryLog
+// (run and daemon log it). Errors never hold a secret: backends keep
+// credentials out of them.
+func (a *app) storageRetry(ev backend.RetryEvent) {
+	if a.retryLog != nil {
+		a.retryLog(ev)
+		return
+	}
+	a.retryMu.Lock()
+	defer a.retryMu.Unlock()
+	fmt.Fprintf(a.stderr, "storage retry: %s\n", ev)
 }
 
 // password finds the repository password as restic does: --password-command
