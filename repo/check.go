@@ -539,8 +539,10 @@ func (c *checkRun) loadIndex(ctx context.Context) error {
 		return err
 	}
 	c.rep.IndexFiles = len(ids)
-	if len(c.rep.Errors) > 0 {
-		c.rep.IndexDamaged = true
+	for _, e := range c.rep.Errors {
+		c.rep.IndexDamaged = c.rep.IndexDamaged || e.Kind == ProblemIndex
+	}
+	if c.rep.IndexDamaged {
 		return nil
 	}
 

@@ -214,6 +214,7 @@ func checkPlural(n int, one, many string) string {
 // printCheckAdvice prints the closing remarks of a text check: what to run
 // about what it found.
 func (a *app) printCheckAdvice(rep *repo.CheckReport) {
+	a.printDamageAdvice(rep)
 	if rep.IndexDamaged {
 		fmt.Fprintf(a.stderr, "\nThe repository index is damaged; the later checks were skipped. Rebuild the index (scalr-backup repair index, or restic repair index) and check again.\n")
 		return

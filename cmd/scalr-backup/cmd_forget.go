@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/repo"
 )
 
@@ -218,6 +219,16 @@ func (a *app) forgetIDs(cmd *cobra.Command, r *repo.Repository, args []string, f
 		}
 		sn, err := r.FindSnapshot(ctx, ref, f)
 		if err != nil {
+			// A damaged snapshot file named by its ID is removed as asked
+			// (restic cannot: it must read a snapshot to forget it).
+			var ce *repo.CorruptError
+			if ref != "latest" && errors.As(err, &ce) {
+				if id, ferr := r.FindFile(ctx, backend.SnapshotFile, strings.ToLower(ref)); ferr == nil {
+					fmt.Fprintf(a.stderr, "%v; removing the file as asked\n", err)
+					ids = append(ids, id)
+					continue
+				}
+			}
 			fmt.Fprintf(a.stderr, "Ignoring %q: %v\n", ref, err)
 			continue
 		}

@@ -49,10 +49,16 @@ func (a *app) keyListCommand() *cobra.Command {
 					UserName string `json:"userName"`
 					HostName string `json:"hostName"`
 					Created  string `json:"created"`
+					// Damaged says why a damaged key file cannot be used.
+					Damaged string `json:"damaged,omitempty"`
 				}
 				out := make([]keyJSON, len(keys))
 				for i, k := range keys {
-					out[i] = keyJSON{k.Current, k.ID.String(), k.File.Username, k.File.Hostname, k.File.Created.Local().Format(time.DateTime)}
+					if k.Damaged != nil {
+						out[i] = keyJSON{Current: k.Current, ID: k.ID.String(), Damaged: k.Damaged.Error()}
+						continue
+					}
+					out[i] = keyJSON{k.Current, k.ID.String(), k.File.Username, k.File.Hostname, k.File.Created.Local().Format(time.DateTime), ""}
 				}
 				return json.NewEncoder(a.stdout).Encode(out)
 			}
@@ -62,6 +68,10 @@ func (a *app) keyListCommand() *cobra.Command {
 				cur := " "
 				if k.Current {
 					cur = "*"
+				}
+				if k.Damaged != nil {
+					fmt.Fprintf(tw, "%s\t%s\t(damaged)\t\t\n", cur, k.ID.Str())
+					continue
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cur, k.ID.Str(), k.File.Username, k.File.Hostname, k.File.Created.Local().Format(time.DateTime))
 			}

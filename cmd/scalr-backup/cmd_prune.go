@@ -56,6 +56,7 @@ func (a *app) prune(ctx context.Context, r *repo.Repository, opts repo.PruneOpti
 	fmt.Fprintf(a.stdout, "to repack:    %10d blobs / %s (%d packs)\n", st.RepackBlobs, bytesHuman(st.RepackSize), st.PacksRepack)
 	fmt.Fprintf(a.stdout, "to delete:    %10d blobs / %s (%d packs, %d unreferenced packs / %s)\n", st.RemoveBlobs, bytesHuman(st.RemoveSize), st.PacksRemove, st.PacksUnreferenced, bytesHuman(st.UnreferencedSize))
 	fmt.Fprintf(a.stdout, "remaining:    %s, of which unused %s (limit %s)\n", bytesHuman(st.RemainingSize), bytesHuman(st.RemainingUnusedSize), bytesHuman(st.MaxUnusedBytesAllowed))
+	a.printPruneRepairs(st, opts)
 	if opts.DryRun {
 		fmt.Fprintln(a.stdout, "dry run: nothing was changed")
 	} else {

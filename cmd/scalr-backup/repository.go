@@ -201,5 +201,6 @@ func (a *app) openRepo(ctx context.Context) (*repo.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.Skipped = a.skippedFile
 	return repo.Open(ctx, be, pw, opts)
 }
