@@ -625,6 +625,10 @@ func permanent(status int, code string) bool {
 	switch code {
 	case "RequestTimeout", "IncompleteBody", "SlowDown", "OperationAborted", "InternalError", "ServiceUnavailable":
 		return false
+	case "InsufficientStorage", "XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded":
+		// The storage is full or over quota: no retry within a retry
+		// budget makes room.
+		return true
 	}
 	if isAuth(status, code) {
 		return true
@@ -632,7 +636,7 @@ func permanent(status int, code string) bool {
 	switch status {
 	case http.StatusRequestTimeout, http.StatusConflict, http.StatusTooManyRequests:
 		return false
-	case http.StatusNotImplemented:
+	case http.StatusNotImplemented, http.StatusInsufficientStorage:
 		return true
 	}
 	return status >= 400 && status < 500
