@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # scalr-backup: the nightly Postgres backup service of a Docker host (ADR 0010).
 #
 #   docker build -t scalr-backup --build-arg DOCKER_GID=$(stat -c %g /var/run/docker.sock) .
@@ -22,6 +20,10 @@
 # Access to the socket is root-equivalent on the host (ADR 0010, "Failure
 # modes"); deploy/compose.socket-proxy.yaml narrows it with a socket proxy, and
 # then no group is needed at all.
+#
+# No `# syntax=` line on purpose: with it BuildKit pulls a frontend image from
+# a registry before building, which fails on a host without registry access,
+# and this file needs nothing beyond the built-in frontend.
 
 ARG GO_VERSION=1.26
 
@@ -51,7 +53,10 @@ RUN groupadd --system --gid 10001 scalr-backup \
       usermod --append --groups "$group" scalr-backup; \
     fi
 COPY --from=build /out/scalr-backup /usr/local/bin/scalr-backup
-USER scalr-backup:scalr-backup
+# The user alone, no group: `USER name:group` would set the groups to that one
+# group and drop the supplementary group DOCKER_GID added above (the socket
+# would then be refused). `USER name` takes the groups from /etc/group.
+USER scalr-backup
 # /metrics and /healthz of the daemon (loopback inside the container unless
 # SCALR_BACKUP_METRICS_ADDR says otherwise).
 EXPOSE 9187
