@@ -31,6 +31,22 @@ type S3Server struct {
 	// KeyID and Secret are the root credentials, random per server.
 	KeyID  string
 	Secret string
+	// AdminEndpoint is the admin API's host:port, set when the server was
+	// started with S3Options.IAM.
+	AdminEndpoint string
+
+	bin  string
+	opts S3Options
+}
+
+// S3Options configure StartS3With.
+type S3Options struct {
+	// DataDir is the folder holding the buckets ("" for a fresh temporary
+	// folder); tests point it at a small tmpfs to fill the disk.
+	DataDir string
+	// IAM runs versitygw's internal IAM service and admin API, so that
+	// AddUser can make accounts other than root.
+	IAM bool
 }
 
 // URL is the repository location of bucket on this server:
@@ -67,11 +83,17 @@ func (s *S3Server) Getenv(name string) string {
 // SCALR_BACKUP_REQUIRE_INTEGRATION=1.
 func StartS3(t testing.TB) *S3Server {
 	t.Helper()
+	return StartS3With(t, S3Options{})
+}
+
+// StartS3With is StartS3 with options.
+func StartS3With(t testing.TB, opts S3Options) *S3Server {
+	t.Helper()
 	bin := ToolPath("versitygw", VersityGWVersion)
 	if _, err := os.Stat(bin); err != nil {
 		Missing(t, "versitygw %s not found at %s: run scripts/install-versitygw.sh", VersityGWVersion, bin)
 	}
-	srv := &S3Server{KeyID: "vgw" + randomHexString(t, 10), Secret: randomHexString(t, 20)}
+	srv := &S3Server{KeyID: "vgw" + randomHexString(t, 10), Secret: randomHexString(t, 20), bin: bin, opts: opts}
 
 	// The free port is found by binding and closing; another process may
 	// grab it before versitygw does, so try a few times.
@@ -92,13 +114,25 @@ func StartS3(t testing.TB) *S3Server {
 }
 
 func (s *S3Server) start(t testing.TB, bin, endpoint string) error {
-	cmd := exec.Command(bin, "posix", t.TempDir())
+	dir := s.opts.DataDir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	cmd := exec.Command(bin, "posix", dir)
 	cmd.Env = append(versityEnv(),
 		"VGW_PORT="+endpoint,
 		"VGW_REGION="+S3Region,
 		"ROOT_ACCESS_KEY_ID="+s.KeyID,
 		"ROOT_SECRET_ACCESS_KEY="+s.Secret,
 	)
+	if s.opts.IAM {
+		port, err := freeLocalPort()
+		if err != nil {
+			return err
+		}
+		s.AdminEndpoint = net.JoinHostPort("127.0.0.1", port)
+		cmd.Env = append(cmd.Env, "VGW_IAM_DIR="+t.TempDir(), "VGW_ADMIN_PORT="+s.AdminEndpoint)
+	}
 	logPath := filepath.Join(t.TempDir(), "versitygw.log")
 	out, err := os.Create(logPath)
 	if err != nil {
@@ -193,4 +227,24 @@ func logTail(path string) string {
 		return err.Error()
 	}
 	return string(b[max(0, len(b)-8<<10):])
+}
+
+// AddUser makes an account with role "user" (it owns no bucket and may use
+// only what a bucket policy grants it) through the admin API of a server
+// started with S3Options.IAM. Credentials go through the environment.
+func (s *S3Server) AddUser(t testing.TB, keyID, secret string) {
+	t.Helper()
+	if s.AdminEndpoint == "" {
+		t.Fatal("testenv: AddUser needs a server started with S3Options{IAM: true}")
+	}
+	cmd := exec.Command(s.bin, "admin", "create-user", "--role", "user", "--access", keyID, "--secret", secret)
+	cmd.Env = append(versityEnv(),
+		"ADMIN_ACCESS_KEY_ID="+s.KeyID,
+		"ADMIN_SECRET_ACCESS_KEY="+s.Secret,
+		"ADMIN_ENDPOINT_URL=http://"+s.AdminEndpoint,
+		"ADMIN_REGION="+S3Region,
+	)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("versitygw admin create-user: %v\n%s", err, out)
+	}
 }
