@@ -551,8 +551,15 @@ func (e *Error) Error() string {
 		}
 	}
 	s += msg
-	if isAuth(e.Status, e.Code) {
+	switch {
+	case isAuth(e.Status, e.Code):
 		s += " (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the key's permissions)"
+	case e.Status == http.StatusBadRequest && strings.HasSuffix(e.Op, "bucket") && (e.Code == "" || e.Code == "InvalidBucketName" || strings.HasPrefix(e.Code, "400")):
+		// A HEAD of a bucket S3 refuses to name carries no body: say what
+		// a 400 there most likely means.
+		s += " (the bucket name is not valid: S3 bucket names are 3 to 63 lowercase letters, digits, dots and hyphens)"
+	case e.Status == http.StatusInsufficientStorage || e.Code == "XMinioStorageFull":
+		s += " (the storage is full)"
 	}
 	return s
 }
