@@ -1151,22 +1151,28 @@ func (fx *e2eFixture) testDeadMan(t *testing.T) {
 	bTime := now.Add(-10 * time.Minute).Truncate(time.Second)
 	e2eBackupAt(t, rp, e2eA, aTime)
 	e2eBackupAt(t, rp, e2eB, bTime)
-	// A container that no longer runs: its old backups alert nobody.
-	e2eBackupAt(t, rp, "scalr-e2egone-db", now.Add(-72*time.Hour))
+	// A container that no longer runs (removed, not retired): this host
+	// backed it up, so it stays expected, and it is stale.
+	gone := "scalr-e2egone-db"
+	goneTime := now.Add(-72 * time.Hour).Truncate(time.Second)
+	e2eBackupAt(t, rp, gone, goneTime)
 
 	t.Run("binary", func(t *testing.T) {
-		// No pass comes due (1 January, 03:00): only the check at start.
+		// No pass comes due (1 January, 03:00): only the checks at start.
 		d := r.startDaemon(t, "--schedule", "0 3 1 1 *")
-		e2eWaitFor(t, d, 60*time.Second, "the daemon to start", func() bool {
-			return e2eCount(e2eLog(t, d.stderr.Bytes()), "daemon started", nil) == 1
+		e2eWaitFor(t, d, 60*time.Second, "the daemon's first check and dead-man alerts", func() bool {
+			return e2eCount(e2eLog(t, d.stderr.Bytes()), "check passed: repository and Docker engine work", nil) == 1 &&
+				len(e2eReadLines(t, hook)) >= 2
 		})
 		lines := e2eReadLines(t, hook)
-		if len(lines) != 1 || !strings.HasPrefix(lines[0], "stale|"+e2eA+"|stale|"+aTime.Format(time.RFC3339)+"|") {
-			t.Errorf("hook lines %q, want one stale|%s|stale|%s|…", lines, e2eA, aTime.Format(time.RFC3339))
+		slices.Sort(lines)
+		if len(lines) != 2 || !strings.HasPrefix(lines[0], "stale|"+e2eA+"|stale|"+aTime.Format(time.RFC3339)+"|") ||
+			!strings.HasPrefix(lines[1], "stale|"+gone+"|stale|"+goneTime.Format(time.RFC3339)+"|") {
+			t.Errorf("hook lines %q, want stale|%s|stale|%s|… and stale|%s|stale|%s|…", lines, e2eA, aTime.Format(time.RFC3339), gone, goneTime.Format(time.RFC3339))
 		}
 		h := e2eHealthz(t, r.metricsAddr)
-		if h.status != http.StatusServiceUnavailable || h.Health.LastPass != "none" || len(h.Health.Stale) != 1 ||
-			h.Health.Stale[0].Container != e2eA || !h.Health.Stale[0].Newest.Equal(aTime) {
+		if h.status != http.StatusServiceUnavailable || h.Health.LastPass != "none" || len(h.Health.Stale) != 2 ||
+			h.Health.Stale[0].Container != e2eA || !h.Health.Stale[0].Newest.Equal(aTime) || h.Health.Stale[1].Container != gone {
 			t.Errorf("/healthz: %d %s", h.status, h.raw)
 		}
 		m, err := e2eScrape(r.metricsAddr)
@@ -1189,11 +1195,13 @@ func (fx *e2eFixture) testDeadMan(t *testing.T) {
 				t.Errorf("%s{container=%q} = %v, want %v", c.name, c.container, got, c.want)
 			}
 		}
-		if _, ok := m.of("scalr_backup_stale", "scalr-e2egone-db"); ok {
-			t.Errorf("a container that is not running has a stale gauge")
+		if v, ok := m.of("scalr_backup_stale", gone); !ok || v != 1 {
+			t.Errorf("scalr_backup_stale{container=%q} = %v (present %v): a removed container this host backed up stays expected", gone, v, ok)
 		}
-		if e2eCount(e2eLog(t, d.stderr.Bytes()), "dead-man check: backup is stale", map[string]any{"container": e2eA}) != 1 {
-			t.Errorf("no dead-man warning for %s in the log", e2eA)
+		for _, c := range []string{e2eA, gone} {
+			if e2eCount(e2eLog(t, d.stderr.Bytes()), "dead-man check: backup is stale", map[string]any{"container": c}) != 1 {
+				t.Errorf("no single dead-man warning for %s in the log", c)
+			}
 		}
 		if code, _ := d.stop(t); code != 0 {
 			t.Errorf("daemon exit code %d on SIGTERM", code)
@@ -1237,16 +1245,19 @@ func (fx *e2eFixture) testDeadMan(t *testing.T) {
 			}
 		}
 		tm := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
-		check("now", nil, nil)
+		// The removed container, 72 h old, is stale from the start.
+		hookGone := "stale|" + gone + "|" + tm(0)
+		check("now", []string{gone}, []string{hookGone})
 		// 24 h later: scalr-e2ea-db's newest is 27 h old.
 		advance(24 * time.Hour)
 		hookA := "stale|" + e2eA + "|" + tm(24*time.Hour)
-		check("+24h", []string{e2eA}, []string{hookA})
-		check("+24h again (alerted once)", []string{e2eA}, []string{hookA})
+		check("+24h", []string{e2eA, gone}, []string{hookGone, hookA})
+		check("+24h again (alerted once)", []string{e2eA, gone}, []string{hookGone, hookA})
 		// 27 h: scalr-e2eb-db's is 27 h old too, and scalr-e2ec-db, first
-		// seen 27 h ago, still has none.
+		// seen 27 h ago, still has none. (No reminders: StaleReminder is 0
+		// in this Config.)
 		advance(3 * time.Hour)
-		check("+27h", []string{e2eA, e2eB, e2eC}, []string{hookA,
+		check("+27h", []string{e2eA, e2eB, e2eC, gone}, []string{hookGone, hookA,
 			"stale|" + e2eB + "|" + tm(27*time.Hour), "stale|" + e2eC + "|" + tm(27*time.Hour)})
 	})
 }
