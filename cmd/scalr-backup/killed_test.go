@@ -219,4 +219,3 @@ func killLeftovers(t *testing.T, d *dmgRepo) []string {
 	sort.Strings(left)
 	return slices.Compact(left)
 }
-
