@@ -640,9 +640,14 @@ func drillPolicy(keep int) repo.ExpirePolicy {
 // are restic's (repo.ApplyPolicyAt); the removal takes an exclusive lock.
 // It returns the snapshots left.
 func forgetContainers(ctx context.Context, r *repo.Repository, policy, drills repo.ExpirePolicy, host string, now time.Time, log *slog.Logger) (*ForgetReport, []*repo.Snapshot, error) {
-	all, err := r.ListSnapshots(ctx)
+	// A damaged snapshot file is left out (as restic's forget leaves it
+	// out) and named; prune then stops naming it too.
+	all, skipped, err := r.LoadSnapshots(ctx)
 	if err != nil {
 		return nil, nil, err
+	}
+	for _, s := range skipped {
+		log.Warn("a snapshot file is damaged: left out of forget (check names it; forget ID removes it)", "snapshot", s.Handle.Name, "error", s.Err)
 	}
 	var backups, records []*repo.Snapshot
 	for _, sn := range all {
