@@ -167,7 +167,13 @@ func (a *app) healthcheckCommand() *cobra.Command {
 or 127.0.0.1:9187; an unspecified address like 0.0.0.0 is asked on loopback)
 and print its answer. Exits 0 when the checks of the repository and the
 Docker engine work, the last pass succeeded and no container is stale, 1
-otherwise (also while the daemon's first checks have not worked yet). Made for container healthchecks: the image needs no curl.`,
+otherwise (also while the daemon's first checks have not worked yet). Made for container healthchecks: the image needs no curl.
+
+With the metrics address off (SCALR_BACKUP_METRICS_ADDR=off) the daemon
+serves no /healthz and its health is unknown: the command says so and exits
+0, so that the container's healthcheck does not fail forever (the container
+still stops when the daemon does). Watch such a daemon through
+SCALR_BACKUP_HEALTHCHECK_URL or the alerts instead.`,
 		Example: `  scalr-backup daemon healthcheck
   scalr-backup daemon healthcheck --metrics-addr 127.0.0.1:9187`,
 		Args: cobra.NoArgs,
@@ -177,6 +183,12 @@ otherwise (also while the daemon's first checks have not worked yet). Made for c
 			}
 			if addr == "" {
 				addr = nightly.DefaultMetricsAddr
+			}
+			if addr == "off" || addr == "none" {
+				if !a.quiet {
+					fmt.Fprintln(a.stdout, "health unknown: the metrics address is off, so the daemon serves no /healthz (reported as healthy)")
+				}
+				return nil
 			}
 			host, port, err := net.SplitHostPort(addr)
 			if err != nil {
