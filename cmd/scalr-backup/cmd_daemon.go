@@ -62,7 +62,7 @@ removed and no snapshot is written for the container it was on. The exit
 code is then 0.
 
 Configuration (environment; flags win):
-` + envTable(),
+` + envTableOf(daemonEnvironment()),
 		Example: `  # the service, as in deploy/compose.yaml
   scalr-backup daemon
 
@@ -76,6 +76,9 @@ Configuration (environment; flags win):
 			ctx := cmd.Context()
 			cfg, err := a.nightlyConfig(&f)
 			if err != nil {
+				return err
+			}
+			if err := o.fromEnv(a.getenv, cmd.Flags()); err != nil {
 				return err
 			}
 			if err := o.apply(&cfg); err != nil {
@@ -102,8 +105,8 @@ Configuration (environment; flags win):
 	fl.StringVar(&o.schedule, "schedule", "", "cron `spec` of the backup passes, in UTC (default: $SCALR_BACKUP_SCHEDULE or '"+nightly.DefaultSchedule+"')")
 	fl.StringVar(&o.drillSchedule, "drill-schedule", "", "cron `spec` of the restore drills, or off (default: $SCALR_BACKUP_DRILL_SCHEDULE or '"+nightly.DefaultDrillSchedule+"')")
 	fl.StringVar(&o.metricsAddr, "metrics-addr", "", "`host:port` of /metrics and /healthz, or off (default: $SCALR_BACKUP_METRICS_ADDR or "+nightly.DefaultMetricsAddr+")")
-	fl.BoolVar(&o.runNow, "run-now", false, "run a pass at once, then follow the schedule")
-	fl.DurationVar(&o.shutdownGrace, "shutdown-grace", 0, "on SIGTERM, let a running pass go on for this `duration` before abandoning it (keep it below the container's stop timeout)")
+	fl.BoolVar(&o.runNow, "run-now", false, "run a pass at once, then follow the schedule (default: $"+envRunNow+")")
+	fl.DurationVar(&o.shutdownGrace, "shutdown-grace", 0, "on SIGTERM, let a running pass go on for this `duration` before abandoning it (keep it below the container's stop timeout; default: $"+envShutdownGrace+" or 0)")
 	cmd.AddCommand(a.healthcheckCommand())
 	return cmd
 }
