@@ -557,14 +557,9 @@ func (rp *retRepo) ourCheck(t *testing.T) {
 	t.Logf("scalr-backup check --read-data: clean in %s", res.took.Round(time.Millisecond))
 }
 
-// retPruneStats is our `prune --json` output.
-type retPruneStats struct {
-	UsedBlobs, UnusedBlobs, DuplicateBlobs                             int
-	UsedSize, UnusedSize, DuplicateSize                                uint64
-	PacksTotal, PacksKeep, PacksRepack, PacksRemove, PacksUnreferenced int
-	RemainingSize, RemainingUnusedSize, MaxUnusedBytesAllowed          uint64
-	IndexFilesReplaced, IndexFilesWritten                              int
-}
+// retPruneStats is our `prune --json` output (its snake_case fields are
+// repo.PruneStats's JSON tags).
+type retPruneStats = repo.PruneStats
 
 func (rp *retRepo) ourPrune(t *testing.T, args ...string) retPruneStats {
 	t.Helper()

@@ -314,6 +314,7 @@ func TestUnwritableS3(t *testing.T) {
 			func() io.Reader { return newMixedStream(8, 32<<20) }, "InsufficientStorage"})
 		os.Remove(filepath.Join(dir, "filler"))
 		ours.mustRun(t, nil, "check", "--read-data")
+		testenv.Restic(t, testenv.Restic0181).WithEnv(append(srv.Env(), "RESTIC_PASSWORD="+pw)...).MustRun(t, loc, "", nil, "check", "--read-data")
 	})
 }
 
