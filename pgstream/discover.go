@@ -142,6 +142,12 @@ func Discover(ctx context.Context, d Docker, opts Options) ([]Target, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			if ue := (*execUpgradeError)(nil); errors.As(err, &ue) {
+				// Not this container's problem: no exec works through
+				// this API, so every container would seem to have no
+				// Postgres.
+				return nil, ue
+			}
 			// Gone or stopped since the list, or no Postgres in it.
 			t = Target{Container: name, ID: c.ID, Image: c.Image, ImageID: c.ImageID, Problem: err.Error()}
 		}

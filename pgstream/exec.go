@@ -24,6 +24,13 @@ var ErrToolMissing = errors.New("tool not found in the container")
 // ran in it).
 var ErrNotRunning = errors.New("container is not running")
 
+// ErrExecUpgrade means the Docker API answered an exec's attach without
+// switching protocols (HTTP 101): something between scalr-backup and the
+// engine, in practice a socket proxy, does not pass HTTP connection
+// upgrades, so no command can run in any container through it
+// (tecnativa/docker-socket-proxy 0.2.0, on HAProxy 3.0, is one).
+var ErrExecUpgrade = errors.New("the Docker API did not upgrade the exec connection")
+
 // stderrKeep is how much of a tool's standard error is kept for messages:
 // the end, where the reason for a failure is.
 const stderrKeep = 8 << 10
@@ -77,6 +84,9 @@ func startProc(ctx context.Context, d Docker, containerName string, spec execSpe
 	}
 	hj, err := d.ContainerExecAttach(ctx, cr.ID, container.ExecAttachOptions{})
 	if err != nil {
+		if strings.Contains(err.Error(), "unable to upgrade to") {
+			return nil, execUpgradeErr(d, tool, containerName, err)
+		}
 		return nil, fmt.Errorf("run %s in container %s: %w", tool, containerName, dockerErr(containerName, err))
 	}
 	p := &proc{
@@ -234,6 +244,23 @@ func tailSuffix(tail string) string {
 		return ""
 	}
 	return ": " + tail
+}
+
+// execUpgradeError explains a refused exec upgrade: it names the API's
+// address (DOCKER_HOST) and the proxy that is the likely cause. It is
+// ErrExecUpgrade (errors.Is).
+type execUpgradeError struct{ msg string }
+
+func (e *execUpgradeError) Error() string        { return e.msg }
+func (e *execUpgradeError) Is(target error) bool { return target == ErrExecUpgrade }
+
+func execUpgradeErr(d Docker, tool, containerName string, err error) error {
+	at := ""
+	if h, ok := d.(interface{ DaemonHost() string }); ok {
+		at = " at " + h.DaemonHost()
+	}
+	return &execUpgradeError{fmt.Sprintf("run %s in container %s: %v (%v): the Docker API%s did not switch protocols, so a proxy between scalr-backup and the engine does not pass HTTP connection upgrades; with tecnativa/docker-socket-proxy use the version deploy/compose.socket-proxy.yaml pins (0.2.0, on HAProxy 3.0, fails so), or reach the engine's socket directly",
+		tool, containerName, ErrExecUpgrade, err, at)}
 }
 
 // dockerErr gives the engine's answers about the container itself the
