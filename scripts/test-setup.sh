@@ -159,3 +159,12 @@ done
 say "running scripts/setup-docker.sh"
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-docker.sh"
 # --- END docker ---------------------------------------------------------------
+
+# --- BEGIN image tier: docker-compose and stand-in base images (scripts/setup-image-tier.sh) ---
+# Installs Debian's docker-compose and builds the stand-ins for the
+# Dockerfile's FROM images (debian:bookworm-slim, golang:GO_VERSION-bookworm)
+# that internal/imagetier builds the shipped image on. After setup-docker.sh:
+# it needs debootstrap and shares its package cache.
+say "running scripts/setup-image-tier.sh"
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-image-tier.sh"
+# --- END image tier -------------------------------------------------------------
