@@ -37,7 +37,10 @@ func parseArchiveSchema(r io.Reader) (*archiveSchema, error) {
 	s := &archiveSchema{}
 	var typ, name string
 	var stmt strings.Builder
-	inQuote := false
+	// Inside a quoted literal ('...') or a quoted identifier ("..."),
+	// either of which may hold the other's quote (a database named
+	// "it's") or a ';' at the end of a line.
+	inQuote, inIdent := false, false
 	roles := map[string]bool{}
 	flush := func() {
 		text := strings.TrimSpace(stmt.String())
@@ -73,7 +76,7 @@ func parseArchiveSchema(r io.Reader) (*archiveSchema, error) {
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !inQuote {
+		if !inQuote && !inIdent {
 			if m := tocHeaderRE.FindStringSubmatch(line); m != nil {
 				flush()
 				name, typ = m[1], m[2]
@@ -86,13 +89,20 @@ func parseArchiveSchema(r io.Reader) (*archiveSchema, error) {
 		stmt.WriteString(line)
 		stmt.WriteByte('\n')
 		// A statement ends at a ';' that closes a line outside a quoted
-		// literal or identifier.
+		// literal or identifier. (A doubled quote closes and reopens.)
 		for i := 0; i < len(line); i++ {
-			if line[i] == '\'' {
-				inQuote = !inQuote
+			switch c := line[i]; {
+			case inQuote:
+				inQuote = c != '\''
+			case inIdent:
+				inIdent = c != '"'
+			case c == '\'':
+				inQuote = true
+			case c == '"':
+				inIdent = true
 			}
 		}
-		if !inQuote && strings.HasSuffix(strings.TrimRight(line, " \t"), ";") {
+		if !inQuote && !inIdent && strings.HasSuffix(strings.TrimRight(line, " \t"), ";") {
 			flush()
 		}
 	}

@@ -133,6 +133,59 @@ func TestParseArchiveSchema(t *testing.T) {
 	}
 }
 
+// TestParseArchiveSchemaQuotedName: a database name holding a single quote
+// (in a quoted identifier) and a quoted identifier holding ';' at the end of
+// a line do not swallow the statements after them.
+func TestParseArchiveSchemaQuotedName(t *testing.T) {
+	const out = `\restrict KEY
+
+--
+-- Name: Kunden "Ärger" 100%/ü'x; Type: DATABASE; Schema: -; Owner: app
+--
+
+CREATE DATABASE "Kunden ""Ärger"" 100%/ü'x" WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8';
+
+
+ALTER DATABASE "Kunden ""Ärger"" 100%/ü'x" OWNER TO app;
+
+\unrestrict KEY
+\connect -reuse-previous=on "dbname='Kunden \"Ärger\" 100%/ü''x'"
+\restrict KEY
+
+--
+-- Name: t; Type: TABLE; Schema: public; Owner: app
+--
+
+CREATE TABLE public."odd;
+name" (id integer);
+
+--
+-- Name: TABLE "odd;
+-- name"; Type: ACL; Schema: public; Owner: app
+--
+
+GRANT SELECT ON TABLE public."odd;
+name" TO reporting;
+`
+	s, err := parseArchiveSchema(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CreateDatabase != `CREATE DATABASE "Kunden ""Ärger"" 100%/ü'x" WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8';` {
+		t.Errorf("create %q", s.CreateDatabase)
+	}
+	if !slices.Equal(s.DatabaseLevel, []string{`ALTER DATABASE "Kunden ""Ärger"" 100%/ü'x" OWNER TO app;`}) {
+		t.Errorf("database level %q", s.DatabaseLevel)
+	}
+	if !slices.Equal(s.Roles, []string{"app", "reporting"}) {
+		t.Errorf("roles %q", s.Roles)
+	}
+	side := renameDatabaseIn(s.CreateDatabase, `Kunden "Ärger" 100%/ü'x`, "scalr_restore_x")
+	if side != `CREATE DATABASE "scalr_restore_x" WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8';` {
+		t.Errorf("renamed %q", side)
+	}
+}
+
 func TestRenameDatabaseIn(t *testing.T) {
 	for _, c := range []struct{ stmt, from, to, want string }{
 		{"CREATE DATABASE app WITH TEMPLATE = template0;", "app", "side_1", `CREATE DATABASE "side_1" WITH TEMPLATE = template0;`},

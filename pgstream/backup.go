@@ -93,18 +93,24 @@ func backupContainer(ctx context.Context, d Docker, r *repo.Repository, t Target
 	if len(t.Databases) == 0 {
 		return nil, errors.New("no databases to dump")
 	}
-	user := t.User
-	if user == "" {
-		user = "postgres"
-	}
-	// The container must still be there and running.
-	if _, err := inspectRunning(ctx, d, t.Container); err != nil {
+	// The container must still be there and running; the connection is
+	// found again (the password is never part of a Target).
+	ins, err := inspectRunning(ctx, d, t.Container)
+	if err != nil {
 		return nil, err
 	}
+	c, err := findConn(ctx, d, ins, connOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if t.User != "" {
+		c.User = t.User
+	}
+	user := c.User
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	b := &backupRun{ctx: ctx, d: d, t: t, user: user}
+	b := &backupRun{ctx: ctx, d: d, t: t, c: c, user: user}
 	defer b.cleanup()
 
 	m := &Manifest{
@@ -117,6 +123,8 @@ func backupContainer(ctx context.Context, d Docker, r *repo.Repository, t Target
 		User:          user,
 		PgDumpArgs:    append([]string(nil), args...),
 		Started:       start.UTC(),
+		LeftOut:       t.LeftOut,
+		Selection:     t.Selection,
 	}
 	var streams []repo.Stream
 	files := map[string]bool{GlobalsFile: true, ManifestFile: true}
@@ -184,6 +192,7 @@ type backupRun struct {
 	ctx  context.Context
 	d    Docker
 	t    Target
+	c    Conn
 	user string
 
 	mu       sync.Mutex
@@ -214,14 +223,15 @@ func (b *backupRun) terminateBackends(appName string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.ctx), 10*time.Second)
 	defer cancel()
 	sql := "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = " + quoteLiteral(appName) + ";"
-	_, _, _ = runPsql(ctx, b.d, b.t.Container, b.user, "postgres", strings.NewReader(sql), false)
+	_, _, _ = runPsql(ctx, b.d, b.c, "postgres", strings.NewReader(sql), false)
 }
 
 // toolFailed adds to a tool's failure whether the container stopped.
 func (b *backupRun) toolFailed(err error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.ctx), 15*time.Second)
 	defer cancel()
-	if _, ierr := inspectRunning(ctx, b.d, b.t.Container); ierr != nil && !errors.Is(err, ErrToolMissing) {
+	ierr := stoppedAfterFailure(ctx, b.d, b.t.Container, err)
+	if ierr != nil && (!errors.Is(err, ErrToolMissing) || errors.Is(ierr, ErrNotRunning)) {
 		return fmt.Errorf("%w (%v)", ierr, err)
 	}
 	return err
@@ -349,7 +359,7 @@ type dbInfo struct {
 func (dd *dbDump) open() (io.Reader, error) {
 	b := dd.b
 	db := dd.entry.Name
-	sess, err := openPsql(b.ctx, b.d, b.t.Container, b.user, db)
+	sess, err := openPsql(b.ctx, b.d, b.c, db)
 	if err != nil {
 		return nil, b.toolFailed(err)
 	}
@@ -393,7 +403,7 @@ func (dd *dbDump) open() (io.Reader, error) {
 	appName := "scalr-backup-dump-" + snap
 	cmd := append([]string{"pg_dump"}, dd.args...)
 	cmd = append(cmd, "--snapshot="+snap, "--no-password", "--username="+b.user, "--dbname="+conninfoApp(db, b.user, appName))
-	dump, err := startProc(b.ctx, b.d, b.t.Container, execSpec{Cmd: cmd})
+	dump, err := startProc(b.ctx, b.d, b.t.Container, execSpec{Cmd: cmd, Env: b.c.env()})
 	if err != nil {
 		return nil, b.toolFailed(err)
 	}
@@ -444,7 +454,7 @@ func (g *globalsDump) open() (io.Reader, error) {
 	if !g.passwords {
 		cmd = append(cmd, "--no-role-passwords")
 	}
-	p, err := startProc(b.ctx, b.d, b.t.Container, execSpec{Cmd: cmd})
+	p, err := startProc(b.ctx, b.d, b.t.Container, execSpec{Cmd: cmd, Env: b.c.env()})
 	if err != nil {
 		return nil, b.toolFailed(err)
 	}

@@ -11,14 +11,17 @@
 // backend, and a restore goes from the repository's verifying reader into
 // pg_restore's standard input. No password is ever put in a command line,
 // a log line or an error message: the tools connect over the container's
-// local socket as the container's POSTGRES_USER, which the official
-// Postgres image (and the project's test image) trusts.
+// local socket as the container's POSTGRES_USER, with the password the
+// container's environment gives (POSTGRES_PASSWORD or the file
+// POSTGRES_PASSWORD_FILE names) in their environment, on the port and socket
+// the server uses (see Conn).
 package pgstream
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/url"
@@ -47,6 +50,8 @@ type Docker interface {
 	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, containerName string) (container.CreateResponse, error)
 	ContainerStart(ctx context.Context, containerID string, options container.StartOptions) error
 	ContainerRemove(ctx context.Context, containerID string, options container.RemoveOptions) error
+	// The end of a drill container's log, for its errors.
+	ContainerLogs(ctx context.Context, containerID string, options container.LogsOptions) (io.ReadCloser, error)
 }
 
 var _ Docker = (*client.Client)(nil)

@@ -8,11 +8,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/scalr-platform/scalr-backup/repo"
 )
@@ -89,23 +97,37 @@ type DrillDatabase struct {
 	Tables []DrillTable `json:"tables"`
 }
 
-// DrillTable is one table's counts (-1: table missing on that side).
+// DrillTable is one table's counts (-1: table missing on that side) and
+// the checksum of its restored rows (ChecksumSQL's "ROWS:SUM").
 type DrillTable struct {
 	Schema   string `json:"schema"`
 	Name     string `json:"name"`
 	Expected int64  `json:"expected"`
 	Restored int64  `json:"restored"`
 	OK       bool   `json:"ok"`
+	Checksum string `json:"checksum,omitempty"`
 }
 
 // Drill proves that a container's backup restores: it starts a throwaway
-// container (named scalr-drill-CONTAINER-RANDOM, from the same image, with
-// the same POSTGRES_* environment, without network, labelled
-// scalr.backup=false), waits until its Postgres accepts connections,
-// restores the backup into it with its globals (Restore with Globals and
-// Into), and checks every table's row count against the manifest. The
+// container (named scalr-drill-CONTAINER-RANDOM, without network, labelled
+// scalr.backup=false) the way the live container was started: the same
+// image, entrypoint, command, user and environment, with the files the
+// environment's *_FILE variables and the command's *_file settings name
+// mounted read-only from the same mounts (never the data directory; a
+// password file that cannot be mounted is replaced by a generated
+// password). When its server accepts connections (on its final server, not
+// the entrypoint's set-up one: checked by listen_addresses), crash safety
+// is switched off through the server (ALTER SYSTEM, pg_reload_conf): the
+// throwaway needs no fsync. Then it restores the backup with its globals
+// (Restore with Globals and Into), checks every table's row count against
+// the manifest and records every table's checksum (ChecksumSQL). The
 // throwaway container and its volume are removed afterwards, also when the
 // drill fails or ctx ends.
+//
+// Waiting for the server ends at once on a permanent error: the container
+// stopped (its entrypoint exited), authentication failed, the role is
+// missing. The error of a drill that failed with its container then carries
+// the last lines of the container's log, read before it is removed.
 //
 // The outcome is saved (unless NoRecord) as /drill/CONTAINER.json in a
 // snapshot of its own tagged "drill", "drill-of:CONTAINER" and
@@ -137,6 +159,15 @@ func Drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 	return res, nil
 }
 
+// ErrDrillNotReady means the drill's throwaway Postgres never accepted the
+// drill's connection: its container stopped, a permanent error (such as
+// authentication) was met, or the readiness timeout passed.
+var ErrDrillNotReady = errors.New("the drill container's Postgres did not become ready")
+
+// drillLogLines is how many of a failed drill container's last log lines
+// its error carries.
+const drillLogLines = 25
+
 func drill(ctx context.Context, d Docker, r *repo.Repository, containerName string, opts DrillOptions, res *DrillResult, warn func(string)) (err error) {
 	sn, m, err := FindBackup(ctx, r, containerName, opts.Snapshot, opts.Hostname)
 	if err != nil {
@@ -144,7 +175,7 @@ func drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 	}
 	res.Snapshot, res.SnapshotTime = sn.ID.String(), sn.Time
 
-	spec := drillSpec(ctx, d, containerName, m)
+	spec := drillSpec(ctx, d, containerName, m, warn)
 	if opts.Image != "" {
 		spec.image = opts.Image
 	}
@@ -162,16 +193,29 @@ func drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 	created, err := d.ContainerCreate(ctx, &container.Config{
 		Image:      spec.image,
 		Env:        spec.env,
+		Entrypoint: spec.entrypoint,
 		Cmd:        spec.cmd,
-		StopSignal: "SIGINT",
+		User:       spec.user,
+		WorkingDir: spec.workdir,
+		StopSignal: spec.stopSignal,
 		Labels:     map[string]string{LabelBackup: "false", LabelDrillOf: containerName},
-	}, &container.HostConfig{NetworkMode: "none"}, nil, nil, name)
+	}, &container.HostConfig{NetworkMode: "none", Mounts: spec.mounts}, nil, nil, name)
 	if err != nil {
 		return fmt.Errorf("create the drill container %s from image %s: %w", name, spec.image, err)
 	}
+	started := false
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
+		// What went wrong with the throwaway server is in its log: read
+		// it before the container goes, when the server never became
+		// ready or the container stopped. (A count that differs, a
+		// snapshot that cannot be read, are not the container's doing.)
+		if err != nil && started && (errors.Is(err, ErrDrillNotReady) || errors.Is(err, ErrNotRunning) || !containerRuns(rctx, d, created.ID)) {
+			if tail := containerLogTail(rctx, d, created.ID, drillLogLines); tail != "" {
+				err = fmt.Errorf("%w\nlast lines of the drill container's log:\n%s", err, tail)
+			}
+		}
 		rerr := d.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		if rerr != nil && !cerrdefs.IsNotFound(rerr) {
 			rerr = fmt.Errorf("remove the drill container %s: %w", name, rerr)
@@ -185,16 +229,23 @@ func drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 	if err := d.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		return fmt.Errorf("start the drill container %s: %w", name, err)
 	}
+	started = true
 	timeout := opts.ReadyTimeout
 	if timeout <= 0 {
 		timeout = 3 * time.Minute
 	}
-	if err := waitReady(ctx, d, name, spec.user, timeout); err != nil {
+	conn, err := waitReady(ctx, d, name, spec.wantListen, timeout)
+	if err != nil {
 		return err
 	}
-	rr, rerr := Restore(ctx, d, r, containerName, sn.ID.String(), RestoreOptions{Into: name, Host: opts.Hostname, Globals: true, DropPrevious: true})
+	if _, _, err := runPsql(ctx, d, conn, "template1", strings.NewReader(fastSettingsSQL), true); err != nil {
+		msg := fmt.Sprintf("drill container %s: crash safety not switched off (the drill is only slower): %v", name, err)
+		warn(msg)
+		res.Warnings = append(res.Warnings, msg)
+	}
+	rr, rerr := Restore(ctx, d, r, containerName, sn.ID.String(), RestoreOptions{Into: name, Host: opts.Hostname, Globals: true, DropPrevious: true, intoConn: &conn})
 	if rr != nil {
-		res.Warnings = rr.Warnings
+		res.Warnings = append(res.Warnings, rr.Warnings...)
 		for _, db := range rr.Databases {
 			dd := DrillDatabase{Name: db.Name, Tables: []DrillTable{}}
 			for _, t := range db.Tables {
@@ -203,93 +254,348 @@ func drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 			res.Databases = append(res.Databases, dd)
 		}
 	}
-	return rerr
+	if rerr != nil {
+		return rerr
+	}
+	for i := range res.Databases {
+		db := &res.Databases[i]
+		sums, err := tableChecksums(ctx, d, conn, db.Name)
+		if err != nil {
+			return fmt.Errorf("checksums of the restored database %s: %w", quoteIdent(db.Name), err)
+		}
+		for j := range db.Tables {
+			db.Tables[j].Checksum = sums[qualifiedName(db.Tables[j].Schema, db.Tables[j].Name)]
+		}
+	}
+	return nil
 }
+
+// containerRuns reports whether a container runs (false when it cannot be
+// told).
+func containerRuns(ctx context.Context, d Docker, id string) bool {
+	ins, err := d.ContainerInspect(ctx, id)
+	return err == nil && ins.ContainerJSONBase != nil && ins.State != nil && ins.State.Running
+}
+
+// fastSettingsSQL switches the throwaway server's crash safety off: nothing
+// in it must survive a crash. Applied through the server (the live
+// container's command line is kept as it is).
+const fastSettingsSQL = `ALTER SYSTEM SET fsync = off;
+ALTER SYSTEM SET full_page_writes = off;
+ALTER SYSTEM SET synchronous_commit = off;
+SELECT pg_reload_conf();
+`
 
 // drillEnv is how to start a container like the backed-up one.
 type drillEnv struct {
-	image string
-	env   []string
-	cmd   []string
-	user  string
+	image      string
+	env        []string
+	entrypoint []string
+	cmd        []string
+	user       string // the container's user (Config.User), not the role
+	workdir    string
+	stopSignal string
+	mounts     []mount.Mount
+	// wantListen: the live server listens on TCP, so the throwaway's must
+	// too before it counts as ready (the official image's set-up server
+	// listens on no address).
+	wantListen bool
 }
 
-// drillSpec copies the live container's image and POSTGRES_* environment,
-// or, without it, takes the manifest's image and user (with a random
-// password: the drill container has no network).
-func drillSpec(ctx context.Context, d Docker, containerName string, m *Manifest) drillEnv {
-	var s drillEnv
+// drillSpec copies the live container's image (the exact one), entrypoint,
+// command, user, environment and the read-only mounts of the files its
+// configuration names (drillMounts); without the live container, the
+// manifest's image and role with a generated password (the drill container
+// has no network) and the image's own entrypoint and command.
+func drillSpec(ctx context.Context, d Docker, containerName string, m *Manifest, warn func(string)) drillEnv {
+	s := drillEnv{stopSignal: "SIGINT", wantListen: true}
 	ins, err := d.ContainerInspect(ctx, containerName)
 	if err == nil && ins.ContainerJSONBase != nil && ins.Config != nil {
 		s.image = ins.Image // the exact image (ID)
 		if s.image == "" {
 			s.image = ins.Config.Image
 		}
-		for _, kv := range ins.Config.Env {
-			if strings.HasPrefix(kv, "POSTGRES_") {
-				s.env = append(s.env, kv)
+		s.env = append([]string(nil), ins.Config.Env...)
+		s.entrypoint = ins.Config.Entrypoint
+		s.cmd = ins.Config.Cmd
+		s.user = ins.Config.User
+		s.workdir = ins.Config.WorkingDir
+		if ins.Config.StopSignal != "" {
+			s.stopSignal = ins.Config.StopSignal
+		}
+		s.mounts, s.env = drillMounts(ctx, d, ins, s.env, warn)
+		if ins.State != nil && ins.State.Running {
+			if c, err := findConn(ctx, d, ins, connOptions{}); err == nil {
+				out, _, err := runPsql(ctx, d, c, "template1", strings.NewReader("SELECT current_setting('listen_addresses') <> '';\n"), true)
+				if err == nil && strings.TrimSpace(out) == "f" {
+					s.wantListen = false
+				}
 			}
 		}
-		s.user = envMap(ins.Config.Env)["POSTGRES_USER"]
-		if len(ins.Config.Cmd) > 0 && ins.Config.Cmd[0] != "postgres" {
-			s.cmd = nil // the image's own command: we cannot tell how to add options
-		} else {
-			s.cmd = drillServerCmd
-		}
-	} else {
-		s.image = m.ImageID
-		if s.image == "" {
-			s.image = m.Image
-		}
-		var pw [16]byte
-		_, _ = rand.Read(pw[:])
-		s.env = []string{"POSTGRES_USER=" + m.User, "POSTGRES_PASSWORD=" + hex.EncodeToString(pw[:])}
-		s.user = m.User
-		s.cmd = drillServerCmd
+		return s
 	}
-	if s.user == "" {
-		s.user = "postgres"
+	s.image = m.ImageID
+	if s.image == "" {
+		s.image = m.Image
 	}
+	user := m.User
+	if user == "" {
+		user = "postgres"
+	}
+	s.env = []string{"POSTGRES_USER=" + user, "POSTGRES_PASSWORD=" + randomPassword()}
 	return s
 }
 
-// drillServerCmd runs the throwaway server without crash safety: nothing
-// in it must survive.
-var drillServerCmd = []string{"postgres", "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"}
+func randomPassword() string {
+	var pw [16]byte
+	_, _ = rand.Read(pw[:])
+	return hex.EncodeToString(pw[:])
+}
 
-// waitReady waits until the container's final server accepts connections:
-// the official image's entrypoint first runs a temporary server for its
-// set-up with listen_addresses empty, which must not be mistaken for it.
-func waitReady(ctx context.Context, d Docker, name, user string, timeout time.Duration) error {
+// drillMounts finds the live container's mounts that hold files its
+// configuration names: the values of its *_FILE variables, the *_file
+// settings of its command (config_file, hba_file, ssl_cert_file...), its
+// entrypoint. Each is mounted read-only in the drill container (bind mounts
+// from the same source, volumes by name); never one holding or inside the
+// data directory. A file on a mount that cannot be copied (tmpfs, or the
+// data directory's) is replaced where an equivalent exists: a generated
+// password for POSTGRES_PASSWORD_FILE, the values read in the live
+// container for POSTGRES_USER_FILE and POSTGRES_DB_FILE. It returns the
+// mounts and the environment to use.
+func drillMounts(ctx context.Context, d Docker, ins container.InspectResponse, env []string, warn func(string)) ([]mount.Mount, []string) {
+	em := envMap(env)
+	pgdata := path.Clean(em["PGDATA"])
+	if em["PGDATA"] == "" {
+		pgdata = "/var/lib/postgresql/data"
+	}
+	name := strings.TrimPrefix(ins.Name, "/")
+	refs := map[string]string{} // path -> the variable or setting naming it
+	for k, v := range em {
+		if strings.HasSuffix(k, "_FILE") && strings.HasPrefix(v, "/") {
+			refs[path.Clean(v)] = k
+		}
+	}
+	args := append(append([]string(nil), ins.Config.Entrypoint...), ins.Config.Cmd...)
+	for _, f := range fileSettings(args) {
+		refs[f.path] = f.setting
+	}
+	if len(ins.Config.Entrypoint) > 0 && strings.HasPrefix(ins.Config.Entrypoint[0], "/") {
+		refs[path.Clean(ins.Config.Entrypoint[0])] = "the entrypoint"
+	}
+	within := func(p, dir string) bool { return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/") }
+	var mounts []mount.Mount
+	have := map[string]bool{}
+	for _, p := range slices.Sorted(maps.Keys(refs)) {
+		// The most specific mount holding p.
+		var mp *container.MountPoint
+		for i := range ins.Mounts {
+			m := &ins.Mounts[i]
+			if within(p, path.Clean(m.Destination)) && (mp == nil || len(m.Destination) > len(mp.Destination)) {
+				mp = m
+			}
+		}
+		if mp == nil {
+			continue // in the image itself: the drill container has it too
+		}
+		dest := path.Clean(mp.Destination)
+		var mnt *mount.Mount
+		switch {
+		case within(pgdata, dest) || within(dest, pgdata):
+			// Never the live data directory, not even read-only.
+		case mp.Type == mount.TypeBind && mp.Source != "":
+			mnt = &mount.Mount{Type: mount.TypeBind, Source: mp.Source, Target: dest, ReadOnly: true}
+		case mp.Type == mount.TypeVolume && mp.Name != "":
+			mnt = &mount.Mount{Type: mount.TypeVolume, Source: mp.Name, Target: dest, ReadOnly: true}
+		}
+		if mnt != nil {
+			if !have[dest] {
+				have[dest] = true
+				mounts = append(mounts, *mnt)
+			}
+			continue
+		}
+		// No copy: an equivalent where there is one.
+		v := refs[p]
+		switch v {
+		case "POSTGRES_PASSWORD_FILE":
+			env = setEnv(env, "POSTGRES_PASSWORD_FILE", "")
+			env = setEnv(env, "POSTGRES_PASSWORD", randomPassword())
+			warn(fmt.Sprintf("drill of container %s: POSTGRES_PASSWORD_FILE (%s) is on a %s mount that is not copied: the drill container gets a generated password", name, p, mp.Type))
+		case "POSTGRES_USER_FILE", "POSTGRES_DB_FILE":
+			base := strings.TrimSuffix(v, "_FILE")
+			val, err := fileEnv(ctx, d, name, envMap(ins.Config.Env), base)
+			if err == nil && val != "" {
+				env = setEnv(env, v, "")
+				env = setEnv(env, base, val)
+				continue
+			}
+			fallthrough
+		default:
+			warn(fmt.Sprintf("drill of container %s: %s names %s, on a %s mount that is not copied: the drill container may not start", name, v, p, mp.Type))
+		}
+	}
+	return mounts, env
+}
+
+// setEnv sets KEY=value in env, or removes KEY when value is "".
+func setEnv(env []string, key, value string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != key {
+			out = append(out, kv)
+		}
+	}
+	if value != "" {
+		out = append(out, key+"="+value)
+	}
+	return out
+}
+
+// fileSetting is a server setting on a command line that names a file the
+// server reads.
+type fileSetting struct{ setting, path string }
+
+// fileSettings finds the settings that name files the server reads in a
+// command line: -c NAME=PATH and --NAME=PATH where NAME ends in _file
+// (config_file, hba_file, ident_file, ssl_*_file), external_pid_file (a
+// file it writes) excepted.
+func fileSettings(args []string) []fileSetting {
+	var out []fileSetting
+	add := func(kv string) {
+		k, v, ok := strings.Cut(kv, "=")
+		k = strings.ReplaceAll(strings.TrimSpace(k), "-", "_")
+		v = strings.Trim(strings.TrimSpace(v), `'"`)
+		if ok && strings.HasSuffix(k, "_file") && k != "external_pid_file" && strings.HasPrefix(v, "/") {
+			out = append(out, fileSetting{k, path.Clean(v)})
+		}
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-c" && i+1 < len(args):
+			i++
+			add(args[i])
+		case strings.HasPrefix(a, "-c") && !strings.HasPrefix(a, "--"):
+			add(a[2:])
+		case strings.HasPrefix(a, "--"):
+			add(a[2:])
+		}
+	}
+	return out
+}
+
+// waitReady waits until the container's final server accepts the drill's
+// connection, and returns it: the official image's entrypoint first runs
+// a set-up server with listen_addresses empty, which must not be mistaken
+// for it (unless the live server, too, listens on no address: wantListen
+// false). A stopped container, or a permanent error (authentication, a
+// missing role, no client tools), ends the wait at once.
+func waitReady(ctx context.Context, d Docker, name string, wantListen bool, timeout time.Duration) (Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
+	var known *Conn
 	for {
 		ins, err := d.ContainerInspect(ctx, name)
-		if err == nil && ins.ContainerJSONBase != nil && ins.State != nil && !ins.State.Running {
-			return fmt.Errorf("%w: the drill container %s stopped before Postgres was ready (exit code %d%s)",
-				ErrNotRunning, name, ins.State.ExitCode, tailSuffix(ins.State.Error))
-		}
-		out, _, perr := runPsql(ctx, d, name, user, "template1",
-			strings.NewReader("SELECT current_setting('listen_addresses') <> '';\n"), true)
-		if perr == nil && strings.TrimSpace(out) == "t" {
-			return nil
-		}
-		if perr != nil {
-			last = perr
-			if errors.Is(perr, ErrToolMissing) {
-				return perr
+		switch {
+		case err != nil:
+			last = err
+		case ins.ContainerJSONBase == nil || ins.State == nil || ins.Config == nil:
+			last = errors.New("incomplete answer from the engine")
+		case !ins.State.Running:
+			return Conn{}, fmt.Errorf("%w: the drill container %s stopped before Postgres was ready (exit code %d%s)",
+				ErrDrillNotReady, name, ins.State.ExitCode, tailSuffix(ins.State.Error))
+		default:
+			c, cerr := findConn(ctx, d, ins, connOptions{initPassword: true, known: known})
+			if cerr != nil {
+				if ctx.Err() == nil && (errors.Is(cerr, ErrFileEnv) || errors.Is(cerr, ErrToolMissing)) {
+					return Conn{}, fmt.Errorf("%w: %w", ErrDrillNotReady, cerr)
+				}
+				last = cerr
+				break
+			}
+			known = &c
+			out, _, perr := runPsql(ctx, d, c, "template1",
+				strings.NewReader("SELECT current_setting('listen_addresses') <> '';\n"), true)
+			switch {
+			case perr == nil && (strings.TrimSpace(out) == "t" || !wantListen):
+				return c, nil
+			case perr == nil:
+				last = errors.New("still running its set-up (listen_addresses is empty)")
+			case ctx.Err() == nil && permanentConnError(perr):
+				return Conn{}, fmt.Errorf("%w: the drill container %s refuses the connection %s, which will not change: %w",
+					ErrDrillNotReady, name, c.Describe(), perr)
+			default:
+				last = perr
 			}
 		}
 		select {
 		case <-ctx.Done():
 			if last == nil {
-				last = errors.New("still running its set-up")
+				last = ctx.Err()
 			}
-			return fmt.Errorf("Postgres in the drill container %s not ready within %s: %v", name, timeout, last)
+			return Conn{}, fmt.Errorf("%w: Postgres in the drill container %s not ready within %s: %v", ErrDrillNotReady, name, timeout, last)
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+}
+
+// permanentConnError reports whether a failed connection will fail again
+// the same way: the tools are missing, or the server refused the role or
+// the password. (A missing socket, a refused connection, a server starting
+// up or shutting down may change.)
+func permanentConnError(err error) bool {
+	if errors.Is(err, ErrToolMissing) {
+		return true
+	}
+	s := err.Error()
+	for _, p := range []string{
+		"password authentication failed",
+		"no password supplied",
+		"authentication failed for user",
+		"no pg_hba.conf entry",
+		"is not permitted to log in",
+	} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return strings.Contains(s, `FATAL:  role "`) && strings.Contains(s, "does not exist")
+}
+
+// passwordLiteralRE finds log lines that may quote a password (a failed
+// statement such as ALTER ROLE ... PASSWORD '...', which the server logs).
+var passwordLiteralRE = regexp.MustCompile(`(?i)password\s*(=\s*)?'`)
+
+// containerLogTail is the end of a container's log (standard output and
+// error), lines indented, lines that may quote a password withheld; "" when
+// it cannot be read or is empty.
+func containerLogTail(ctx context.Context, d Docker, id string, lines int) string {
+	rc, err := d.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(lines)})
+	if err != nil {
+		return "  (the log could not be read: " + err.Error() + ")"
+	}
+	defer rc.Close()
+	var buf tailBuffer
+	buf.max = 64 << 10
+	if _, err := stdcopy.StdCopy(&buf, &buf, io.LimitReader(rc, 4<<20)); err != nil && buf.String() == "" {
+		return "  (the log could not be read: " + err.Error() + ")"
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimRight(buf.String(), "\n"), "\n") {
+		l = strings.TrimRight(l, "\r")
+		if passwordLiteralRE.MatchString(l) {
+			l = "[a line that may quote a password, withheld]"
+		}
+		out = append(out, "  | "+l)
+	}
+	if len(out) > lines {
+		out = out[len(out)-lines:]
+	}
+	if len(out) == 1 && out[0] == "  | " {
+		return ""
+	}
+	return strings.Join(out, "\n")
 }
 
 func saveDrillRecord(ctx context.Context, r *repo.Repository, res *DrillResult, opts DrillOptions) (repo.ID, error) {

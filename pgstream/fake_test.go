@@ -2,6 +2,7 @@ package pgstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -54,6 +55,7 @@ type fakeContainer struct {
 	cmd     []string
 	running bool
 	exit    int
+	log     []string
 }
 
 type fakeExec struct {
@@ -270,6 +272,24 @@ func (f *fakeDocker) ContainerRemove(ctx context.Context, id string, opts contai
 	return nil
 }
 
+// ContainerLogs returns the container's log lines (fakeContainer.log), as
+// the engine multiplexes them (no TTY).
+func (f *fakeDocker) ContainerLogs(ctx context.Context, id string, opts container.LogsOptions) (io.ReadCloser, error) {
+	c := f.get(id)
+	if c == nil {
+		return nil, notFound{id}
+	}
+	f.mu.Lock()
+	lines := c.log
+	f.mu.Unlock()
+	var buf bytes.Buffer
+	w := stdcopy.NewStdWriter(&buf, stdcopy.Stderr)
+	for _, l := range lines {
+		io.WriteString(w, l+"\n")
+	}
+	return io.NopCloser(&buf), nil
+}
+
 // socketPair is a connected pair of unix stream sockets: unlike net.Pipe,
 // each end can close its write side alone, as a hijacked connection can.
 func socketPair() (net.Conn, net.Conn, error) {
@@ -311,6 +331,24 @@ type fakePG struct {
 	schemaText string
 	extensions []string
 	freeKB     int64
+	// closed are databases that do not accept connections.
+	closed []string
+}
+
+// checksumsJSON is ChecksumSQL's answer for db: each counted table with
+// its row count and a made-up sum.
+func (pg *fakePG) checksumsJSON(db string) string {
+	var counts []TableCount
+	_ = json.Unmarshal([]byte(pg.tables[db]), &counts)
+	var out []TableChecksum
+	for _, t := range counts {
+		out = append(out, TableChecksum{Schema: t.Schema, Name: t.Name, Checksum: fmt.Sprintf("%d:%d", t.Rows, len(t.Name)*1000+int(t.Rows))})
+	}
+	if out == nil {
+		return "[]"
+	}
+	b, _ := json.Marshal(out)
+	return string(b)
 }
 
 func newFakePG() *fakePG {
@@ -477,6 +515,8 @@ func (pg *fakePG) answer(x *execCall, db, s string) int {
 		fmt.Fprintln(x.Stdout, pg.snapshot)
 	case strings.Contains(s, "'encoding', pg_encoding_to_char"):
 		fmt.Fprintln(x.Stdout, `{"encoding" : "UTF8", "collate" : "C.UTF-8", "ctype" : "C.UTF-8", "size" : 7000000, "server_version" : "15.18 (Debian 15.18-0+deb12u1)", "server_version_num" : 150018}`)
+	case strings.Contains(s, "'checksum', (xpath"):
+		fmt.Fprintln(x.Stdout, pg.checksumsJSON(sideOf(db)))
 	case strings.Contains(s, "query_to_xml"):
 		t := pg.tables[sideOf(db)]
 		if pg.afterDrop || sideOf(db) != db {
@@ -497,8 +537,13 @@ func (pg *fakePG) answer(x *execCall, db, s string) int {
 			"databases": dbs, "roles": []string{"app", "postgres", "reporting"}, "extensions": pg.extensions,
 			"data_directory": "/var/lib/postgresql/data"})
 		fmt.Fprintln(x.Stdout, string(facts))
-	case strings.Contains(s, "json_agg(datname ORDER BY datname)"):
-		fmt.Fprintf(x.Stdout, `["%s"]`+"\n", strings.Join(pg.databases, `", "`))
+	case strings.Contains(s, "'template', datistemplate"):
+		list := []map[string]any{{"name": "template0", "template": true, "connect": false}, {"name": "template1", "template": true, "connect": true}}
+		for _, db := range pg.databases {
+			list = append(list, map[string]any{"name": db, "template": false, "connect": !contains(pg.closed, db)})
+		}
+		b, _ := json.Marshal(list)
+		fmt.Fprintln(x.Stdout, string(b))
 	case strings.Contains(s, "listen_addresses"):
 		fmt.Fprintln(x.Stdout, "t")
 	case strings.Contains(s, "server_version_num"):
@@ -525,6 +570,7 @@ func (pg *fakePG) answer(x *execCall, db, s string) int {
 	case strings.HasPrefix(s, "ALTER DATABASE"), strings.HasPrefix(s, "COMMENT ON DATABASE"), strings.HasPrefix(s, "GRANT "):
 	case strings.HasPrefix(s, "SELECT count(pg_terminate_backend"):
 		fmt.Fprintln(x.Stdout, "0")
+	case strings.HasPrefix(s, "ALTER SYSTEM"), strings.HasPrefix(s, "SELECT pg_reload_conf()"):
 	case strings.HasPrefix(s, "BEGIN"), strings.HasPrefix(s, "COMMIT"), strings.HasPrefix(s, "CREATE ROLE"), strings.HasPrefix(s, "SET "):
 	default:
 		fmt.Fprintf(x.Stderr, "fake psql: unexpected statement %q\n", s)

@@ -164,8 +164,10 @@ func (fx *pgFixture) testDiscover(t *testing.T) {
 	if strings.Join(names, " ") != "scalr-app-db scalr-auth-postgres scalr-shop-db" {
 		t.Fatalf("discovered %q", names)
 	}
+	// Every database of each container by default (templates excepted),
+	// the label's "all" too; the connection as found in the container.
 	want := map[string]string{
-		"scalr-app-db":        "app app [app]",
+		"scalr-app-db":        "app app [app postgres]",
 		"scalr-auth-postgres": "postgres postgres [postgres]",
 		"scalr-shop-db":       "shop shop [postgres shop shop_archive]",
 	}
@@ -173,9 +175,22 @@ func (fx *pgFixture) testDiscover(t *testing.T) {
 		if got := fmt.Sprintf("%s %s %v", tg.User, tg.Database, tg.Databases); got != want[tg.Container] {
 			t.Errorf("%s: %s, want %s", tg.Container, got, want[tg.Container])
 		}
-		if tg.PostgresMajor != 15 || tg.Image != testenv.PostgresImageName || !strings.HasPrefix(tg.ImageID, "sha256:") {
+		if tg.PostgresMajor != 15 || tg.Image != testenv.PostgresImageName || !strings.HasPrefix(tg.ImageID, "sha256:") ||
+			tg.Port != 5432 || tg.SocketDir != "/var/run/postgresql" || tg.PasswordFrom != "POSTGRES_PASSWORD" || len(tg.LeftOut) != 0 || !tg.AllDatabases {
 			t.Errorf("%s: %+v", tg.Container, tg)
 		}
+	}
+	// Restricted to POSTGRES_DB, the others are named as left out.
+	targets, err = Discover(context.Background(), fx.dc, Options{Databases: []string{SelectPostgresDB}})
+	if err != nil || len(targets) != 3 {
+		t.Fatalf("discover POSTGRES_DB: %v %+v", err, targets)
+	}
+	if a := targets[0]; a.Container != "scalr-app-db" || fmt.Sprint(a.Databases) != "[app]" ||
+		len(a.LeftOut) != 1 || a.LeftOut[0] != (LeftOutDatabase{"postgres", "not in the selection POSTGRES_DB"}) {
+		t.Errorf("scalr-app-db restricted: %+v", a)
+	}
+	if s := targets[2]; s.Container != "scalr-shop-db" || fmt.Sprint(s.Databases) != "[postgres shop shop_archive]" {
+		t.Errorf("scalr-shop-db: its label wins: %+v", s)
 	}
 	// A tool that is not in the container, as the engine reports it.
 	_, err = runCapture(context.Background(), fx.dc, "scalr-app-web", []string{"pg_dump_nonexistent", "--version"})
@@ -302,6 +317,7 @@ END $$;`)
 func (fx *pgFixture) testBackup(t *testing.T) {
 	ctx := context.Background()
 	fx.sums["scalr-app-db/app"] = checksums(t, fx.app, "app", "public.events")
+	fx.sums["scalr-app-db/postgres"] = checksums(t, fx.app, "postgres")
 	fx.sums["scalr-shop-db/shop"] = checksums(t, fx.shop, "shop")
 	fx.sums["scalr-shop-db/shop_archive"] = checksums(t, fx.shop, "shop_archive")
 	fx.sums["scalr-shop-db/postgres"] = checksums(t, fx.shop, "postgres")
@@ -452,7 +468,7 @@ func (fx *pgFixture) testResticDump(t *testing.T, restic *testenv.ResticCLI) {
 				t.Errorf("%s/%s: restic dump gave SHA-256 %s, the manifest says %s", name, db.File, got, db.SHA256)
 			}
 			skip := []string{}
-			if name == "scalr-app-db" {
+			if name == "scalr-app-db" && db.Name == "app" {
 				skip = append(skip, "public.events")
 				n := fx.verify.Psql(t, target, "SELECT count(*) FROM events;")
 				if want := strconv.FormatInt(tableRows(res.Manifest, "app", "public", "events"), 10); n != want {
@@ -554,8 +570,16 @@ func (fx *pgFixture) testRestore(t *testing.T) {
 		if err != nil {
 			t.Fatalf("restore of %s: %v", name, err)
 		}
-		if len(res.Mismatches()) != 0 || len(res.Databases) != 1 {
-			t.Errorf("%s: %+v", name, res)
+		// Every database of the snapshot, as backed up.
+		var restored, backedUp []string
+		for _, db := range res.Databases {
+			restored = append(restored, db.Name)
+		}
+		for _, db := range fx.results[name].Manifest.Databases {
+			backedUp = append(backedUp, db.Name)
+		}
+		if len(res.Mismatches()) != 0 || fmt.Sprint(restored) != fmt.Sprint(backedUp) {
+			t.Errorf("%s: restored %q of %q: %+v", name, restored, backedUp, res)
 		}
 		t.Logf("restore of %s: %s", name, time.Since(step).Round(time.Millisecond))
 	}
@@ -563,6 +587,7 @@ func (fx *pgFixture) testRestore(t *testing.T) {
 		t.Errorf("this process wrote %d bytes to storage while restoring", written)
 	}
 	sameSums(t, "scalr-app-db restored", checksums(t, fx.app, "app", "public.events"), fx.sums["scalr-app-db/app"])
+	sameSums(t, "scalr-app-db's postgres restored", checksums(t, fx.app, "postgres"), fx.sums["scalr-app-db/postgres"])
 	if got, want := fx.app.Psql(t, "", "SELECT count(*) FROM events;"), tableRows(fx.results["scalr-app-db"].Manifest, "app", "public", "events"); got != strconv.FormatInt(want, 10) {
 		t.Errorf("events after the restore: %s rows, manifest %d", got, want)
 	}

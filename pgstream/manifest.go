@@ -38,6 +38,12 @@ type Manifest struct {
 	// Databases are in the order their dumps are stored.
 	Databases []DatabaseDump `json:"databases"`
 	Globals   *GlobalsDump   `json:"globals,omitempty"`
+	// LeftOut are the server's databases (templates excepted) this
+	// snapshot does not hold, and why (not selected, closed to
+	// connections, left by a restore); Selection is the database selection
+	// that chose Databases.
+	LeftOut   []LeftOutDatabase `json:"left_out,omitempty"`
+	Selection []string          `json:"selection,omitempty"`
 }
 
 // DatabaseDump is one database's dump file and what it holds.

@@ -34,18 +34,23 @@ func TestDiscoverFiltering(t *testing.T) {
 	f := newFakeDocker()
 	pg := newFakePG()
 	pg.versionText = "postgres (PostgreSQL) 14.11 (Debian 14.11-1)"
+	pg.databases = []string{"app", "appdb", "postgres", "shop", "scalr_restore_20200101T000000Z_app", "app__replaced_20200101T000000Z", "frozen"}
+	pg.closed = []string{"frozen"}
 	f.handler = pg.handle
 	env15 := []string{"PG_MAJOR=15", "POSTGRES_USER=app", "POSTGRES_DB=appdb", "POSTGRES_PASSWORD=not-shown"}
 	f.add(pgContainer("scalr-app-db", env15, nil))
 	f.add(pgContainer("scalr-shop-db", []string{"PG_MAJOR=16", "PG_VERSION=16.4-1.pgdg120+2", "POSTGRES_USER=shop"}, nil))
 	f.add(pgContainer("scalr-auth-postgres", []string{"PG_MAJOR=15"}, nil))
-	f.add(pgContainer("scalr-app-web", []string{"PG_MAJOR=15"}, nil))                                         // decoy: name does not match
-	f.add(pgContainer("legacy-postgres", []string{"PG_MAJOR=13"}, map[string]string{LabelBackup: "true"}))    // opted in
-	f.add(pgContainer("scalr-old-db", []string{"PG_MAJOR=15"}, map[string]string{LabelBackup: "false"}))      // opted out
-	f.add(pgContainer("scalr-odd-db", []string{"PG_MAJOR=15"}, map[string]string{LabelBackup: "perhaps"}))    // bad label: by name
-	f.add(pgContainer("scalr-probe-db", nil, nil))                                                            // version by exec
-	f.add(pgContainer("scalr-all-db", []string{"PG_MAJOR=15"}, map[string]string{LabelAllDatabases: "true"})) // every database
-	f.add(&fakeContainer{name: "scalr-stopped-db", env: []string{"PG_MAJOR=15"}})                             // not running
+	f.add(pgContainer("scalr-app-web", []string{"PG_MAJOR=15"}, nil))                                                              // decoy: name does not match
+	f.add(pgContainer("legacy-postgres", []string{"PG_MAJOR=13"}, map[string]string{LabelBackup: "true"}))                         // opted in
+	f.add(pgContainer("scalr-old-db", []string{"PG_MAJOR=15"}, map[string]string{LabelBackup: "false"}))                           // opted out
+	f.add(pgContainer("scalr-odd-db", []string{"PG_MAJOR=15"}, map[string]string{LabelBackup: "perhaps"}))                         // bad label: by name
+	f.add(pgContainer("scalr-probe-db", nil, nil))                                                                                 // version by exec
+	f.add(pgContainer("scalr-all-db", []string{"PG_MAJOR=15"}, map[string]string{LabelAllDatabases: "true"}))                      // every database
+	f.add(pgContainer("scalr-one-db", []string{"PG_MAJOR=15", "POSTGRES_DB=shop"}, map[string]string{LabelAllDatabases: "false"})) // POSTGRES_DB only
+	f.add(pgContainer("scalr-sel-db", []string{"PG_MAJOR=15"}, map[string]string{LabelDatabases: "app*, shop"}))                   // by pattern
+	f.add(pgContainer("scalr-gone-db", []string{"PG_MAJOR=15", "POSTGRES_DB=gone"}, nil))                                          // POSTGRES_DB missing
+	f.add(&fakeContainer{name: "scalr-stopped-db", env: []string{"PG_MAJOR=15"}})                                                  // not running
 
 	var warnings []string
 	got, err := Discover(context.Background(), f, Options{Warn: func(s string) { warnings = append(warnings, s) }})
@@ -56,14 +61,14 @@ func TestDiscoverFiltering(t *testing.T) {
 	for _, tg := range got {
 		names = append(names, tg.Container)
 	}
-	want := []string{"legacy-postgres", "scalr-all-db", "scalr-app-db", "scalr-auth-postgres", "scalr-odd-db", "scalr-probe-db", "scalr-shop-db", "scalr-stopped-db"}
+	want := []string{"legacy-postgres", "scalr-all-db", "scalr-app-db", "scalr-auth-postgres", "scalr-gone-db", "scalr-odd-db", "scalr-one-db", "scalr-probe-db", "scalr-sel-db", "scalr-shop-db", "scalr-stopped-db"}
 	if !reflect.DeepEqual(names, want) {
 		t.Fatalf("discovered %q, want %q", names, want)
 	}
 	by := map[string]Target{}
 	for _, tg := range got {
 		by[tg.Container] = tg
-		if (tg.Problem != "") != (tg.Container == "scalr-stopped-db") {
+		if (tg.Problem != "") != (tg.Container == "scalr-stopped-db" || tg.Container == "scalr-gone-db") {
 			t.Errorf("%s: problem %q", tg.Container, tg.Problem)
 		}
 	}
@@ -76,11 +81,26 @@ func TestDiscoverFiltering(t *testing.T) {
 		!strings.Contains(err.Error(), "scalr-stopped-db") || !strings.Contains(err.Error(), "not running") {
 		t.Errorf("backup of a stopped container: %v", err)
 	}
-	if a := by["scalr-app-db"]; a.User != "app" || a.Database != "appdb" || !reflect.DeepEqual(a.Databases, []string{"appdb"}) ||
-		a.PostgresMajor != 15 || a.MatchedBy != "name scalr-*-db" || a.Image != "postgres:15" || a.ImageID == "" {
+	// A container whose POSTGRES_DB is gone cannot be backed up: every
+	// other database would be, the one it names silently not.
+	if g := by["scalr-gone-db"]; !strings.Contains(g.Problem, `database "gone" (POSTGRES_DB) does not exist`) || g.User != "postgres" || g.Database != "gone" {
+		t.Errorf("scalr-gone-db: %+v", g)
+	}
+	// By default every database that accepts connections, templates and
+	// restores' leftovers excepted; the others are listed with the reason.
+	every := []string{"app", "appdb", "postgres", "shop"}
+	wantLeft := []LeftOutDatabase{
+		{"app__replaced_20200101T000000Z", LeftOutReplaced},
+		{"frozen", LeftOutNoConnect},
+		{"scalr_restore_20200101T000000Z_app", LeftOutInterrupted},
+	}
+	if a := by["scalr-app-db"]; a.User != "app" || a.Database != "appdb" || !reflect.DeepEqual(a.Databases, every) ||
+		!reflect.DeepEqual(a.LeftOut, wantLeft) || !a.AllDatabases || !reflect.DeepEqual(a.Selection, []string{SelectAll}) ||
+		a.PostgresMajor != 15 || a.MatchedBy != "name scalr-*-db" || a.Image != "postgres:15" || a.ImageID == "" ||
+		a.Port != DefaultPort || a.PasswordFrom != "POSTGRES_PASSWORD" {
 		t.Errorf("scalr-app-db: %+v", a)
 	}
-	if s := by["scalr-shop-db"]; s.User != "shop" || s.Database != "shop" || s.PostgresMajor != 16 || s.PostgresVersion != "16.4" {
+	if s := by["scalr-shop-db"]; s.User != "shop" || s.Database != "shop" || s.PostgresMajor != 16 || s.PostgresVersion != "16.4" || s.PasswordFrom != "" {
 		t.Errorf("scalr-shop-db: %+v", s)
 	}
 	if a := by["scalr-auth-postgres"]; a.User != "postgres" || a.Database != "postgres" || a.MatchedBy != "name scalr-auth-postgres" {
@@ -92,34 +112,111 @@ func TestDiscoverFiltering(t *testing.T) {
 	if p := by["scalr-probe-db"]; p.PostgresMajor != 14 || p.PostgresVersion != "14.11" {
 		t.Errorf("scalr-probe-db: version by exec: %+v", p)
 	}
-	if a := by["scalr-all-db"]; !a.AllDatabases || !reflect.DeepEqual(a.Databases, []string{"app", "postgres"}) {
+	if a := by["scalr-all-db"]; !a.AllDatabases || !reflect.DeepEqual(a.Databases, every) {
 		t.Errorf("scalr-all-db: %+v", a)
 	}
-	if len(warnings) != 1 || !strings.Contains(warnings[0], "scalr-odd-db") || !strings.Contains(warnings[0], "perhaps") {
-		t.Errorf("warnings %q", warnings)
+	if o := by["scalr-one-db"]; o.AllDatabases || !reflect.DeepEqual(o.Databases, []string{"shop"}) || len(o.LeftOut) != 6 ||
+		o.LeftOut[0] != (LeftOutDatabase{"app", "not in the selection POSTGRES_DB"}) {
+		t.Errorf("scalr-one-db: %+v", o)
 	}
-	for _, tg := range got {
-		if b, _ := jsonMarshal(tg); strings.Contains(string(b), "not-shown") {
-			t.Errorf("a target's JSON holds the password: %s", b)
+	if o := by["scalr-sel-db"]; !reflect.DeepEqual(o.Databases, []string{"app", "appdb", "shop"}) || !reflect.DeepEqual(o.Selection, []string{"app*", "shop"}) {
+		t.Errorf("scalr-sel-db: %+v", o)
+	}
+	var odd, left []string
+	for _, w := range warnings {
+		if strings.Contains(w, "left out of its backups") {
+			left = append(left, w)
+		} else {
+			odd = append(odd, w)
 		}
 	}
+	if len(odd) != 1 || !strings.Contains(odd[0], "scalr-odd-db") || !strings.Contains(odd[0], "perhaps") {
+		t.Errorf("warnings %q", odd)
+	}
+	// Every container that can be backed up says what it leaves out.
+	if len(left) != 9 || !slices.ContainsFunc(left, func(w string) bool {
+		return strings.HasPrefix(w, `container scalr-one-db: 6 database(s) left out of its backups: "app": not in the selection POSTGRES_DB; "app__replaced_20200101T000000Z": kept aside by a restore`)
+	}) {
+		t.Errorf("left-out warnings %q", left)
+	}
+	for _, tg := range got {
+		if b, _ := jsonMarshal(tg); strings.Contains(string(b), "not-shown") || strings.Contains(fmt.Sprintf("%+v %#v", tg, tg), "not-shown") {
+			t.Errorf("a target's JSON or text holds the password: %s", b)
+		}
+	}
+	// The password reaches the tools through their environment only.
+	f.mu.Lock()
+	for _, x := range f.execs {
+		if x.container == "scalr-app-db" && x.opts.Cmd[0] == "psql" && !slices.Contains(x.opts.Env, "PGPASSWORD=not-shown") {
+			t.Errorf("psql without the password in its environment: %q", x.opts.Env)
+		}
+		if strings.Contains(strings.Join(x.opts.Cmd, " "), "not-shown") {
+			t.Errorf("the password on a command line: %q", x.opts.Cmd)
+		}
+	}
+	f.mu.Unlock()
 
-	// Custom patterns replace the defaults; labels still apply.
-	got, err = Discover(context.Background(), f, Options{Patterns: []string{"*-web"}, AllDatabases: true})
+	// Custom patterns replace the defaults; labels still apply; a
+	// selection restricts the databases of every container.
+	got, err = Discover(context.Background(), f, Options{Patterns: []string{"*-web"}, Databases: []string{SelectPostgresDB}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	names = nil
 	for _, tg := range got {
 		names = append(names, tg.Container)
-		if !tg.AllDatabases || len(tg.Databases) != 2 {
-			t.Errorf("%s: AllDatabases option not applied: %+v", tg.Container, tg)
+		if tg.AllDatabases || !reflect.DeepEqual(tg.Databases, []string{"postgres"}) || len(tg.LeftOut) != 6 {
+			t.Errorf("%s: the selection POSTGRES_DB not applied: %+v", tg.Container, tg)
 		}
 	}
 	if !reflect.DeepEqual(names, []string{"legacy-postgres", "scalr-app-web"}) {
 		t.Errorf("with pattern *-web: %q", names)
 	}
 	if _, err := Discover(context.Background(), f, Options{Patterns: []string{"["}}); err == nil {
+		t.Error("bad pattern accepted")
+	}
+	if _, err := Discover(context.Background(), f, Options{Databases: []string{"a["}}); err == nil {
+		t.Error("bad database pattern accepted")
+	}
+	// A name without wildcards must exist.
+	tg, err := InspectTarget(context.Background(), f, "scalr-app-db", Options{Databases: []string{"shop", "nope"}})
+	if !errors.Is(err, ErrDatabaseSelection) || !strings.Contains(err.Error(), `database "nope" (selected by name) does not exist`) || tg.User != "app" {
+		t.Errorf("selection naming a missing database: %v %+v", err, tg)
+	}
+}
+
+func TestMatchDatabase(t *testing.T) {
+	for _, c := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"Kunden*", `Kunden "Ärger" 100%/ü'x`, true},
+		{"*/*", "a/b", true},
+		{"a?b", "a/b", true},
+		{"a/b", "a/b", true},
+		{"a[/]b", "a/b", true},
+		{"app_*", "app", false},
+		{"app", "app2", false},
+	} {
+		if got := matchDatabase(c.pattern, c.name); got != c.want {
+			t.Errorf("matchDatabase(%q, %q) = %v", c.pattern, c.name, got)
+		}
+	}
+}
+
+func TestParseDatabases(t *testing.T) {
+	for in, want := range map[string][]string{
+		"":                     nil,
+		"all":                  {"all"},
+		" POSTGRES_DB, app_* ": {"POSTGRES_DB", "app_*"},
+		"a b\tc,d":             {"a", "b", "c", "d"},
+	} {
+		got, err := ParseDatabases(in)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("ParseDatabases(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := ParseDatabases("ok, [bad"); err == nil {
 		t.Error("bad pattern accepted")
 	}
 }
@@ -288,6 +385,10 @@ func readFile(t *testing.T, r *repo.Repository, sn *repo.Snapshot, p string) []b
 // TestBackupFailures: every way a dump can fail leaves no snapshot, and
 // the error names the container and carries the tool's message.
 func TestBackupFailures(t *testing.T) {
+	// A failing tool in a container that runs on: no need to wait for the
+	// engine to report it stopped.
+	defer func(w time.Duration) { stopWait = w }(stopWait)
+	stopWait = 50 * time.Millisecond
 	cases := []struct {
 		name  string
 		setup func(f *fakeDocker, pg *fakePG, tg *Target)

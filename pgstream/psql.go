@@ -57,17 +57,18 @@ type psqlSession struct {
 	db     string
 }
 
-// openPsql starts psql as user in db. ON_ERROR_STOP makes psql exit at the
-// first failing statement, which Query reports with psql's message.
-func openPsql(ctx context.Context, d Docker, containerName, user, db string) (*psqlSession, error) {
+// openPsql starts psql in db over the connection c. ON_ERROR_STOP makes
+// psql exit at the first failing statement, which Query reports with psql's
+// message.
+func openPsql(ctx context.Context, d Docker, c Conn, db string) (*psqlSession, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
-	p, err := startProc(ctx, d, containerName, execSpec{
+	p, err := startProc(ctx, d, c.Container, execSpec{
 		Cmd: []string{"psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "--no-password",
-			"--dbname=" + conninfo(db, user)},
-		Env:   toolEnv,
+			"--dbname=" + conninfo(db, c.User)},
+		Env:   c.psqlEnv(),
 		Stdin: true,
 	})
 	if err != nil {
@@ -138,17 +139,19 @@ func (s *psqlSession) Close(ctx context.Context) error {
 // Abort drops the session without waiting.
 func (s *psqlSession) Abort() { s.p.Close() }
 
-// runPsql runs sql in db as one psql process and returns its output. With
-// stopOnError, psql stops at the first error (and Query fails); without,
-// statement errors are reported in the returned stderr tail only.
-func runPsql(ctx context.Context, d Docker, containerName, user, db string, stdin io.Reader, stopOnError bool) (stdout, stderr string, err error) {
-	cmd := []string{"psql", "-X", "-q", "-A", "-t", "--no-password", "--dbname=" + conninfo(db, user)}
+// runPsql runs sql in db over the connection c as one psql process and
+// returns its output. With stopOnError, psql stops at the first error (and
+// Query fails); without, statement errors are reported in the returned
+// stderr tail only.
+func runPsql(ctx context.Context, d Docker, c Conn, db string, stdin io.Reader, stopOnError bool) (stdout, stderr string, err error) {
+	containerName := c.Container
+	cmd := []string{"psql", "-X", "-q", "-A", "-t", "--no-password", "--dbname=" + conninfo(db, c.User)}
 	if stopOnError {
 		cmd = append(cmd, "-v", "ON_ERROR_STOP=1")
 	}
 	var out tailBuffer
 	out.max = 1 << 20
-	p, err := startProc(ctx, d, containerName, execSpec{Cmd: cmd, Env: toolEnv, Stdin: true, Stdout: &out})
+	p, err := startProc(ctx, d, containerName, execSpec{Cmd: cmd, Env: c.psqlEnv(), Stdin: true, Stdout: &out})
 	if err != nil {
 		return "", "", err
 	}

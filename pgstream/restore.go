@@ -131,6 +131,10 @@ type RestoreOptions struct {
 	Warn func(string)
 	// Progress receives each step as it starts.
 	Progress func(RestoreStep)
+
+	// intoConn, when set, is how to reach Into's server (a drill's, whose
+	// password is the one its entrypoint initialised it with).
+	intoConn *Conn
 }
 
 // RestoreStep is a step of a restore, for progress output.
@@ -176,6 +180,7 @@ type RestorePlan struct {
 	// target; Run drops them first (those still in use are left alone).
 	Leftovers []string
 
+	conn    Conn                      // how the tools reach Target's server
 	nodes   map[string]*repo.Node     // dump file nodes, by database name
 	schemas map[string]*archiveSchema // the dumps' TOCs, by database name
 	globals string                    // globals.sql, when Globals
@@ -297,16 +302,17 @@ func PlanRestore(ctx context.Context, d Docker, r *repo.Repository, containerNam
 	if err != nil {
 		return nil, err
 	}
-	user := envMap(ins.Config.Env)["POSTGRES_USER"]
-	if user == "" {
-		user = "postgres"
+	conn, err := findConn(ctx, d, ins, connOptions{known: opts.intoConn})
+	if err != nil {
+		return nil, err
 	}
+	user := conn.User
 	sn, m, err := FindBackup(ctx, r, containerName, ref, opts.Host)
 	if err != nil {
 		return nil, err
 	}
 	plan := &RestorePlan{
-		Container: containerName, Target: strings.TrimPrefix(ins.Name, "/"), TargetUser: user,
+		Container: containerName, Target: strings.TrimPrefix(ins.Name, "/"), TargetUser: user, conn: conn,
 		Snapshot: sn, Manifest: m, Globals: opts.Globals, InPlace: opts.InPlace,
 		nodes: map[string]*repo.Node{}, schemas: map[string]*archiveSchema{},
 	}
@@ -475,7 +481,7 @@ type restoreRun struct {
 }
 
 func (rs *restoreRun) refresh() error {
-	s, err := serverFacts(rs.ctx, rs.d, rs.plan.Target, rs.plan.TargetUser)
+	s, err := serverFacts(rs.ctx, rs.d, rs.plan.conn)
 	if err != nil {
 		return err
 	}
@@ -493,14 +499,14 @@ func (s *ServerFacts) maintenanceDB(db string) string {
 }
 
 func (rs *restoreRun) psql(db, sql string) (string, error) {
-	out, _, err := runPsql(rs.ctx, rs.d, rs.plan.Target, rs.plan.TargetUser, db, strings.NewReader(sql), true)
+	out, _, err := runPsql(rs.ctx, rs.d, rs.plan.conn, db, strings.NewReader(sql), true)
 	return out, err
 }
 
 func (rs *restoreRun) applyGlobals() ([]string, error) {
 	// No ON_ERROR_STOP: "role ... already exists" for the superuser (and
 	// any role the target has) is expected.
-	_, stderr, err := runPsql(rs.ctx, rs.d, rs.plan.Target, rs.plan.TargetUser, rs.server.maintenanceDB(""), strings.NewReader(rs.plan.globals), false)
+	_, stderr, err := runPsql(rs.ctx, rs.d, rs.plan.conn, rs.server.maintenanceDB(""), strings.NewReader(rs.plan.globals), false)
 	if err != nil {
 		return nil, fmt.Errorf("apply globals.sql in container %s: %w", rs.plan.Target, err)
 	}
@@ -540,7 +546,7 @@ func (rs *restoreRun) streamInto(db DatabaseDump, cmd []string) error {
 	hc := newHashCounter()
 	var out tailBuffer
 	out.max = stderrKeep
-	p, err := startProc(rs.ctx, rs.d, rs.plan.Target, execSpec{Cmd: cmd, Stdin: true, Stdout: &out})
+	p, err := startProc(rs.ctx, rs.d, rs.plan.Target, execSpec{Cmd: cmd, Env: rs.plan.conn.env(), Stdin: true, Stdout: &out})
 	if err != nil {
 		return err
 	}
@@ -594,7 +600,7 @@ func (rs *restoreRun) sideRestore(db DatabaseDump) (check *DatabaseCheck, err er
 	}()
 	// A session in the side database for as long as it is being built:
 	// another restore's clean-up of leftovers leaves databases in use alone.
-	holder, err := openPsql(rs.ctx, rs.d, rs.plan.Target, rs.plan.TargetUser, side)
+	holder, err := openPsql(rs.ctx, rs.d, rs.plan.conn, side)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the side database %s: %w; the live database is untouched", side, err)
 	}
@@ -620,7 +626,7 @@ func (rs *restoreRun) sideRestore(db DatabaseDump) (check *DatabaseCheck, err er
 	}
 
 	rs.progress(RestoreStep{Stage: StageVerify, Database: db.Name, Detail: side})
-	check, err = compareCounts(rs.ctx, rs.d, rs.plan.Target, rs.plan.TargetUser, side, db)
+	check, err = compareCounts(rs.ctx, rs.d, rs.plan.conn, side, db)
 	if err != nil {
 		return nil, fmt.Errorf("%w; the live database is untouched", err)
 	}
@@ -658,7 +664,7 @@ func (rs *restoreRun) swap(db, side string) (string, error) {
 	if rs.server.Exists(db) {
 		previous = replacedDatabaseName(db, time.Now(), rs.server)
 	}
-	err := swapDatabases(rs.ctx, rs.d, rs.plan.Target, rs.plan.TargetUser, rs.server, db, side, previous, rs.progress)
+	err := swapDatabases(rs.ctx, rs.d, rs.plan.conn, rs.server, db, side, previous, rs.progress)
 	if err != nil {
 		return "", err
 	}
@@ -669,7 +675,7 @@ func (rs *restoreRun) swap(db, side string) (string, error) {
 func (rs *restoreRun) dropSide(name, maint string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rs.ctx), time.Minute)
 	defer cancel()
-	_, _, err := runPsql(ctx, rs.d, rs.plan.Target, rs.plan.TargetUser, maint, strings.NewReader(dropDatabaseSQL(name, rs.server.VersionNum)), true)
+	_, _, err := runPsql(ctx, rs.d, rs.plan.conn, maint, strings.NewReader(dropDatabaseSQL(name, rs.server.VersionNum)), true)
 	return err
 }
 
@@ -697,13 +703,13 @@ func (rs *restoreRun) inPlace(db DatabaseDump) (*DatabaseCheck, error) {
 		return nil, fmt.Errorf("%w; in place: the database is missing or only partly restored", err)
 	}
 	rs.progress(RestoreStep{Stage: StageVerify, Database: db.Name, Detail: db.Name})
-	return compareCounts(rs.ctx, rs.d, rs.plan.Target, rs.plan.TargetUser, db.Name, db)
+	return compareCounts(rs.ctx, rs.d, rs.plan.conn, db.Name, db)
 }
 
 // compareCounts counts the rows of the restored database (named dbName on
 // the server) and compares them with the manifest's for db.
-func compareCounts(ctx context.Context, d Docker, target, user, dbName string, db DatabaseDump) (*DatabaseCheck, error) {
-	out, _, err := runPsql(ctx, d, target, user, dbName, strings.NewReader("SET statement_timeout = 0;\n"+countTablesSQL+"\n"), true)
+func compareCounts(ctx context.Context, d Docker, c Conn, dbName string, db DatabaseDump) (*DatabaseCheck, error) {
+	out, _, err := runPsql(ctx, d, c, dbName, strings.NewReader("SET statement_timeout = 0;\n"+countTablesSQL+"\n"), true)
 	if err != nil {
 		return nil, fmt.Errorf("count the restored rows: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/scalr-platform/scalr-backup/repo"
 )
@@ -219,13 +220,26 @@ func TestDrillFake(t *testing.T) {
 	if len(f.created) != 1 || !strings.HasPrefix(f.created[0], "scalr-drill-scalr-app-db-") || !slices.Equal(f.created, f.removed) {
 		t.Fatalf("created %q removed %q", f.created, f.removed)
 	}
-	// The throwaway container: same image, same POSTGRES_* environment
-	// (no other variable), opted out of discovery, crash safety off.
+	// The throwaway container: same image, same environment, same command
+	// (the live container's, not one of the drill's own), opted out of
+	// discovery; crash safety switched off through the server.
 	cfg := f.createdConfig[f.created[0]]
-	if !slices.Equal(cfg.Env, []string{"POSTGRES_USER=app", "POSTGRES_DB=app", "POSTGRES_PASSWORD=secret-pw"}) ||
+	live := f.get("scalr-app-db")
+	if !slices.Equal(cfg.Env, live.env) || !slices.Equal(cfg.Cmd, live.cmd) ||
 		cfg.Labels[LabelBackup] != "false" || cfg.Labels[LabelDrillOf] != "scalr-app-db" ||
-		!strings.HasPrefix(cfg.Image, "sha256:") || !slices.Contains(cfg.Cmd, "fsync=off") {
+		!strings.HasPrefix(cfg.Image, "sha256:") {
 		t.Errorf("drill container config %+v", cfg)
+	}
+	if !slices.ContainsFunc(pg.sqlSeen, func(s string) bool { return strings.HasPrefix(s, "ALTER SYSTEM SET fsync = off;") }) {
+		t.Errorf("crash safety not switched off: %q", pg.sqlSeen)
+	}
+	// Every restored table's checksum is recorded.
+	for _, db := range dr.Databases {
+		for _, tb := range db.Tables {
+			if !strings.HasPrefix(tb.Checksum, fmt.Sprint(tb.Restored)+":") {
+				t.Errorf("%s.%s: checksum %q", db.Name, tb.Name, tb.Checksum)
+			}
+		}
 	}
 	sn, err := r.FindSnapshot(context.Background(), "latest", repo.SnapshotFilter{Tags: []string{"drill,drill-of:scalr-app-db,drill-passed"}})
 	if err != nil || sn.ID != dr.RecordID || sn.Paths[0] != "/drill/scalr-app-db.json" {
@@ -269,4 +283,74 @@ func TestDrillFake(t *testing.T) {
 	if len(f.created) != 3 || !slices.Equal(f.created, f.removed) {
 		t.Fatalf("created %q removed %q", f.created, f.removed)
 	}
+}
+
+// TestDrillNotReady: a drill container that stops, or whose server refuses
+// the drill's role or password, ends the wait at once; the error carries
+// the end of the container's log (a line quoting a password withheld).
+func TestDrillNotReady(t *testing.T) {
+	f, _, r, _ := backedUp(t)
+	prev := f.handler
+	// The live container's command: the drill must run the same one.
+	f.get("scalr-app-db").cmd = []string{"postgres", "-c", "port=5433"}
+
+	t.Run("auth", func(t *testing.T) {
+		f.handler = func(x *execCall) int {
+			if strings.HasPrefix(x.Container, "scalr-drill-") && x.Cmd[0] == "psql" {
+				if !slices.Contains(x.Env, "PGPORT=5433") || !slices.Contains(x.Env, "PGPASSWORD=secret-pw") {
+					t.Errorf("drill psql environment %q", x.Env)
+				}
+				c := f.get(x.Container)
+				f.mu.Lock()
+				c.log = []string{"LOG:  database system is ready to accept connections",
+					"STATEMENT:  ALTER ROLE app PASSWORD 'hunter2'",
+					`FATAL:  password authentication failed for user "app"`}
+				f.mu.Unlock()
+				fmt.Fprintln(x.Stderr, `psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5433" failed: FATAL:  password authentication failed for user "app"`)
+				return 2
+			}
+			return prev(x)
+		}
+		start := time.Now()
+		dr, err := Drill(context.Background(), f, r, "scalr-app-db", DrillOptions{NoRecord: true})
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("a permanent error took %s", took)
+		}
+		if !errors.Is(err, ErrDrillNotReady) || !strings.Contains(err.Error(), "password authentication failed") ||
+			!strings.Contains(err.Error(), "last lines of the drill container's log:\n  | LOG:  database system is ready") ||
+			!strings.Contains(err.Error(), "withheld") || strings.Contains(err.Error(), "hunter2") || dr.Passed {
+			t.Fatalf("drill: %v", err)
+		}
+		cfg := f.createdConfig[dr.DrillContainer]
+		if !slices.Equal(cfg.Cmd, []string{"postgres", "-c", "port=5433"}) {
+			t.Errorf("drill command %q", cfg.Cmd)
+		}
+		if !slices.Equal(f.created, f.removed) {
+			t.Errorf("created %q removed %q", f.created, f.removed)
+		}
+	})
+
+	t.Run("stopped", func(t *testing.T) {
+		f.handler = func(x *execCall) int {
+			if strings.HasPrefix(x.Container, "scalr-drill-") {
+				c := f.get(x.Container)
+				f.mu.Lock()
+				c.log = []string{"error: database is uninitialized and POSTGRES_PASSWORD is not set"}
+				f.mu.Unlock()
+				f.setRunning(x.Container, false, 1)
+				return 1
+			}
+			return prev(x)
+		}
+		start := time.Now()
+		_, err := Drill(context.Background(), f, r, "scalr-app-db", DrillOptions{NoRecord: true})
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("a stopped container took %s", took)
+		}
+		if !errors.Is(err, ErrDrillNotReady) || !strings.Contains(err.Error(), "stopped before Postgres was ready (exit code 1") ||
+			!strings.Contains(err.Error(), "  | error: database is uninitialized") {
+			t.Fatalf("drill: %v", err)
+		}
+	})
+	f.handler = prev
 }

@@ -76,7 +76,8 @@ func TestSafeRestore(t *testing.T) {
 	defer r.Close()
 	backup := func(host string) *Result {
 		t.Helper()
-		tg, err := InspectTarget(ctx, dc, c.Name, Options{})
+		// The app database only: the restores below are about it.
+		tg, err := InspectTarget(ctx, dc, c.Name, Options{Databases: []string{SelectPostgresDB}})
 		if err != nil {
 			t.Fatal(err)
 		}

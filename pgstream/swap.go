@@ -102,8 +102,9 @@ const serverFactsSQL = `SELECT json_build_object(
   'extensions', (SELECT coalesce(json_agg(name), '[]') FROM pg_available_extensions),
   'data_directory', (SELECT setting FROM pg_settings WHERE name = 'data_directory'));`
 
-func serverFacts(ctx context.Context, d Docker, target, user string) (*ServerFacts, error) {
-	out, _, err := runPsql(ctx, d, target, user, "template1", strings.NewReader(serverFactsSQL+"\n"), true)
+func serverFacts(ctx context.Context, d Docker, c Conn) (*ServerFacts, error) {
+	target := c.Container
+	out, _, err := runPsql(ctx, d, c, "template1", strings.NewReader(serverFactsSQL+"\n"), true)
 	if err != nil {
 		return nil, fmt.Errorf("connect to Postgres in container %s: %w", target, err)
 	}
@@ -169,7 +170,7 @@ func sideCopyBytes(db DatabaseDump) int64 {
 // it fills plan.Server, plan.schemas and plan.Leftovers, and returns an
 // error wrapping ErrPreflight that lists every problem found.
 func (plan *RestorePlan) preflight(ctx context.Context, d Docker, r *repo.Repository, opts RestoreOptions) error {
-	s, err := serverFacts(ctx, d, plan.Target, plan.TargetUser)
+	s, err := serverFacts(ctx, d, plan.conn)
 	if err != nil {
 		return err
 	}
@@ -272,7 +273,7 @@ func readArchiveSchema(ctx context.Context, d Docker, r *repo.Repository, plan *
 		_, _ = io.Copy(io.Discard, pr)
 	}()
 	cmd := pgRestoreCmd(plan.TargetUser, plan.Globals, nil, "--create", "--schema-only", "--file=-")
-	p, err := startProc(ctx, d, plan.Target, execSpec{Cmd: cmd, Stdin: true, Stdout: pw})
+	p, err := startProc(ctx, d, plan.Target, execSpec{Cmd: cmd, Env: plan.conn.env(), Stdin: true, Stdout: pw})
 	if err != nil {
 		pw.Close()
 		<-parsed
@@ -299,7 +300,7 @@ func readArchiveSchema(ctx context.Context, d Docker, r *repo.Repository, plan *
 // sessions are ended, db is renamed previous (when previous is not empty)
 // and side renamed db. The transaction is retried a few times when a client
 // reconnects to db between the end of its session and the rename.
-func swapDatabases(ctx context.Context, d Docker, target, user string, s *ServerFacts, db, side, previous string, progress func(RestoreStep)) error {
+func swapDatabases(ctx context.Context, d Docker, c Conn, s *ServerFacts, db, side, previous string, progress func(RestoreStep)) error {
 	maint := s.maintenanceDB(db)
 	var sql strings.Builder
 	sql.WriteString("BEGIN;\n")
@@ -311,7 +312,7 @@ func swapDatabases(ctx context.Context, d Docker, target, user string, s *Server
 	var last error
 	for attempt := 1; attempt <= 5; attempt++ {
 		progress(RestoreStep{Stage: StageSwap, Database: db, Detail: previous})
-		last = swapOnce(ctx, d, target, user, maint, sql.String(), db, progress)
+		last = swapOnce(ctx, d, c, maint, sql.String(), db, progress)
 		if last == nil {
 			progress(RestoreStep{Stage: StageSwapped, Database: db, Detail: previous})
 			return nil
@@ -327,8 +328,8 @@ func swapDatabases(ctx context.Context, d Docker, target, user string, s *Server
 	return fmt.Errorf("swap the restored database %s in for %s: %w; nothing was renamed, the live database is untouched", side, db, last)
 }
 
-func swapOnce(ctx context.Context, d Docker, target, user, maint, sql, db string, progress func(RestoreStep)) error {
-	sess, err := openPsql(ctx, d, target, user, maint)
+func swapOnce(ctx context.Context, d Docker, c Conn, maint, sql, db string, progress func(RestoreStep)) error {
+	sess, err := openPsql(ctx, d, c, maint)
 	if err != nil {
 		return err
 	}
@@ -365,7 +366,8 @@ func (rs *restoreRun) dropLeftovers() (dropped, inUse []string) {
 	return dropped, inUse
 }
 
-// Leftovers lists a container's side databases of interrupted restores.
+// Leftovers lists a container's side databases of interrupted restores,
+// connecting as FindConn finds (as user when not empty).
 func Leftovers(ctx context.Context, d Docker, containerName, user string) ([]string, error) {
 	st, err := RestoreStateOf(ctx, d, containerName, user)
 	if err != nil {
@@ -382,9 +384,17 @@ type RestoreState struct {
 	Replaced  []ReplacedDatabase `json:"replaced_databases,omitempty"`
 }
 
-// RestoreStateOf looks at a container's databases for what restores left.
+// RestoreStateOf looks at a container's databases for what restores left,
+// connecting as FindConn finds (as user when not empty).
 func RestoreStateOf(ctx context.Context, d Docker, containerName, user string) (*RestoreState, error) {
-	s, err := serverFacts(ctx, d, containerName, user)
+	c, err := FindConn(ctx, d, containerName)
+	if err != nil {
+		return nil, err
+	}
+	if user != "" {
+		c.User = user
+	}
+	s, err := serverFacts(ctx, d, c)
 	if err != nil {
 		return nil, err
 	}
@@ -401,11 +411,7 @@ func RestoreStateOf(ctx context.Context, d Docker, containerName, user string) (
 // ListReplaced lists the databases restores replaced and kept in a
 // container, oldest first.
 func ListReplaced(ctx context.Context, d Docker, containerName string) ([]ReplacedDatabase, error) {
-	user, err := containerUser(ctx, d, containerName)
-	if err != nil {
-		return nil, err
-	}
-	st, err := RestoreStateOf(ctx, d, containerName, user)
+	st, err := RestoreStateOf(ctx, d, containerName, "")
 	if err != nil {
 		return nil, err
 	}
@@ -431,25 +437,14 @@ func (s *ServerFacts) replaced() []ReplacedDatabase {
 // ErrNotReplaced means a database name is not one a restore kept.
 var ErrNotReplaced = errors.New("not a database a restore replaced")
 
-func containerUser(ctx context.Context, d Docker, containerName string) (string, error) {
-	ins, err := inspectRunning(ctx, d, containerName)
+func findReplaced(ctx context.Context, d Docker, containerName, name string) (Conn, *ServerFacts, ReplacedDatabase, error) {
+	c, err := FindConn(ctx, d, containerName)
 	if err != nil {
-		return "", err
+		return c, nil, ReplacedDatabase{}, err
 	}
-	if u := envMap(ins.Config.Env)["POSTGRES_USER"]; u != "" {
-		return u, nil
-	}
-	return "postgres", nil
-}
-
-func findReplaced(ctx context.Context, d Docker, containerName, name string) (string, *ServerFacts, ReplacedDatabase, error) {
-	user, err := containerUser(ctx, d, containerName)
+	s, err := serverFacts(ctx, d, c)
 	if err != nil {
-		return "", nil, ReplacedDatabase{}, err
-	}
-	s, err := serverFacts(ctx, d, containerName, user)
-	if err != nil {
-		return "", nil, ReplacedDatabase{}, err
+		return c, nil, ReplacedDatabase{}, err
 	}
 	rd, ok := parseReplaced(name, s.Size(name))
 	if !ok || !s.Exists(name) {
@@ -460,18 +455,18 @@ func findReplaced(ctx context.Context, d Docker, containerName, name string) (st
 		if len(have) == 0 {
 			have = []string{"none"}
 		}
-		return "", nil, rd, fmt.Errorf("%w: container %s has no database %s (kept databases: %s)", ErrNotReplaced, containerName, quoteIdent(name), strings.Join(have, ", "))
+		return c, nil, rd, fmt.Errorf("%w: container %s has no database %s (kept databases: %s)", ErrNotReplaced, containerName, quoteIdent(name), strings.Join(have, ", "))
 	}
-	return user, s, rd, nil
+	return c, s, rd, nil
 }
 
 // DropReplaced drops a database a restore replaced and kept.
 func DropReplaced(ctx context.Context, d Docker, containerName, name string) error {
-	user, s, _, err := findReplaced(ctx, d, containerName, name)
+	c, s, _, err := findReplaced(ctx, d, containerName, name)
 	if err != nil {
 		return err
 	}
-	_, _, err = runPsql(ctx, d, containerName, user, s.maintenanceDB(name), strings.NewReader(dropDatabaseSQL(name, s.VersionNum)), true)
+	_, _, err = runPsql(ctx, d, c, s.maintenanceDB(name), strings.NewReader(dropDatabaseSQL(name, s.VersionNum)), true)
 	if err != nil {
 		return fmt.Errorf("drop database %s in container %s: %w", quoteIdent(name), containerName, err)
 	}
@@ -483,7 +478,7 @@ func DropReplaced(ctx context.Context, d Docker, containerName, name string) err
 // current db is kept in turn as db__replaced_NOW. It returns db and the
 // name the replaced one is kept under ("" when db did not exist).
 func SwapBack(ctx context.Context, d Docker, containerName, name, db string) (live, kept string, err error) {
-	user, s, rd, err := findReplaced(ctx, d, containerName, name)
+	c, s, rd, err := findReplaced(ctx, d, containerName, name)
 	if err != nil {
 		return "", "", err
 	}
@@ -497,7 +492,7 @@ func SwapBack(ctx context.Context, d Docker, containerName, name, db string) (li
 	if s.Exists(db) {
 		previous = replacedDatabaseName(db, time.Now(), s)
 	}
-	if err := swapDatabases(ctx, d, containerName, user, s, db, name, previous, func(RestoreStep) {}); err != nil {
+	if err := swapDatabases(ctx, d, c, s, db, name, previous, func(RestoreStep) {}); err != nil {
 		return "", "", err
 	}
 	return db, previous, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/spf13/cobra"
 
+	"github.com/scalr-platform/scalr-backup/nightly"
 	"github.com/scalr-platform/scalr-backup/pgstream"
 	"github.com/scalr-platform/scalr-backup/repo"
 )
@@ -32,26 +33,69 @@ func (a *app) warnf(format string, args ...any) {
 	fmt.Fprintf(a.stderr, "warning: "+format+"\n", args...)
 }
 
-// discoverFlags are the discovery options shared by discover, pg-backup and
-// drill.
+// discoverFlags are the discovery flags of every command that discovers
+// containers: discover, pg-backup, drill, run and daemon. They read the
+// same environment (nightly.LoadDiscovery: SCALR_BACKUP_PATTERNS,
+// SCALR_BACKUP_DATABASES, SCALR_BACKUP_ALL_DATABASES) the same way; set
+// flags win.
 type discoverFlags struct {
 	patterns     []string
+	databases    []string
 	allDatabases bool
 }
 
 func (f *discoverFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringArrayVar(&f.patterns, "pattern", nil,
-		"container name `pattern` to select (repeatable; default "+strings.Join(pgstream.DefaultPatterns, ", ")+")")
-	cmd.Flags().BoolVar(&f.allDatabases, "all-databases", false,
-		"dump every database of each container, not only POSTGRES_DB (label "+pgstream.LabelAllDatabases+"=true does it for one)")
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.patterns, "pattern", nil,
+		"container name `pattern` to select (repeatable; default: $SCALR_BACKUP_PATTERNS or "+strings.Join(pgstream.DefaultPatterns, ", ")+")")
+	fl.StringArrayVar(&f.databases, "databases", nil,
+		"the `databases` of each container to back up: all, POSTGRES_DB or name patterns, separated by commas (repeatable; default: $SCALR_BACKUP_DATABASES or all; label "+pgstream.LabelDatabases+" sets it for one container)")
+	fl.BoolVar(&f.allDatabases, "all-databases", false, "the same as --databases all")
 }
 
-func (f *discoverFlags) options(a *app) pgstream.Options {
-	return pgstream.Options{Patterns: f.patterns, AllDatabases: f.allDatabases, Warn: func(s string) { a.warnf("%s", s) }}
+// apply gives the flags' patterns and databases, or else the ones given
+// (the environment's).
+func (f *discoverFlags) apply(patterns, databases []string) ([]string, []string, error) {
+	if f.patterns != nil {
+		patterns = f.patterns
+	}
+	if f.databases != nil {
+		if f.allDatabases {
+			return nil, nil, errors.New("--all-databases and --databases: give one")
+		}
+		databases = nil
+		for _, v := range f.databases {
+			l, err := pgstream.ParseDatabases(v)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--databases %q: %w", v, err)
+			}
+			databases = append(databases, l...)
+		}
+	}
+	if f.allDatabases {
+		databases = []string{pgstream.SelectAll}
+	}
+	return patterns, databases, pgstream.CheckDatabases(databases)
 }
 
-func (f *discoverFlags) describe() string {
-	p := f.patterns
+// discoveryOptions are the discovery options of discover, pg-backup and
+// drill: the environment as nightly.LoadDiscovery reads it (as run and
+// daemon do), then the flags.
+func (a *app) discoveryOptions(f *discoverFlags) (pgstream.Options, error) {
+	disc, err := nightly.LoadDiscovery(a.getenv)
+	if err != nil {
+		return pgstream.Options{}, err
+	}
+	patterns, databases, err := f.apply(disc.Patterns, disc.Databases)
+	if err != nil {
+		return pgstream.Options{}, err
+	}
+	return pgstream.Options{Patterns: patterns, Databases: databases, Warn: func(s string) { a.warnf("%s", s) }}, nil
+}
+
+// describeSelection says which containers discovery selects.
+func describeSelection(o pgstream.Options) string {
+	p := o.Patterns
 	if p == nil {
 		p = pgstream.DefaultPatterns
 	}
@@ -63,35 +107,49 @@ func (a *app) discoverCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "discover",
 		Short: "List the Postgres containers a backup would include",
-		Long: `List the running Postgres containers that pg-backup would back up: those whose
-name matches scalr-*-db or is scalr-auth-postgres (or --pattern), plus those
-labelled scalr.backup=true, minus those labelled scalr.backup=false.
+		Long: `List the Postgres containers that pg-backup, run and daemon would back up:
+those whose name matches scalr-*-db or is scalr-auth-postgres (or
+$SCALR_BACKUP_PATTERNS, or --pattern), plus those labelled
+scalr.backup=true, minus those labelled scalr.backup=false.
 
-For each: the image, the Postgres version, POSTGRES_USER and the databases a
-backup dumps (POSTGRES_DB; every database with --all-databases or the label
-scalr.backup.all-databases=true). A selected container that cannot be
-backed up (not running, no Postgres answering) is listed with the reason,
-and the command then exits 1. Databases left by restores are named in
-warnings: a side database of an interrupted restore (the next restore drops
-it) and replaced databases kept (see previous). The Docker engine is the one
-DOCKER_HOST names, else /var/run/docker.sock. Finding no container is not an
-error.`,
+For each it connects to the server as the tools would, with a cheap query:
+as POSTGRES_USER (or the file POSTGRES_USER_FILE names) with the password
+POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE gives (or the container's own
+PGPASSWORD), on the port the server's command line, PGPORT or its socket
+shows. It lists the image, the Postgres version, the role, the port and the
+databases a backup dumps: by default every database that accepts
+connections, templates excepted; $SCALR_BACKUP_DATABASES or --databases
+restricts them (POSTGRES_DB, or name patterns), and the label
+scalr.backup.databases sets them for one container. Databases left out are
+named in warnings, with the reason.
+
+A selected container that cannot be backed up (not running, no Postgres,
+no connection: authentication, port; a database it names missing) is
+listed with the reason, and the command then exits 1. Databases left by
+restores are named in warnings: a side database of an interrupted restore
+(the next restore drops it) and replaced databases kept (see previous). The
+Docker engine is the one DOCKER_HOST names, else /var/run/docker.sock.
+Finding no container is not an error.`,
 		Example: `  scalr-backup discover
   scalr-backup discover --json | jq -r '.[].container'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			dopts, err := a.discoveryOptions(&df)
+			if err != nil {
+				return err
+			}
 			d, err := a.connectDocker(ctx)
 			if err != nil {
 				return err
 			}
 			defer d.Close()
-			targets, err := pgstream.Discover(ctx, d, df.options(a))
+			targets, err := pgstream.Discover(ctx, d, dopts)
 			if err != nil {
 				return err
 			}
 			if len(targets) == 0 {
-				a.warnf("no running Postgres container matches (%s)", df.describe())
+				a.warnf("no running Postgres container matches (%s)", describeSelection(dopts))
 			}
 			// What restores left behind: an interrupted one's side
 			// database, replaced databases kept.
@@ -101,6 +159,10 @@ error.`,
 			}
 			listed := []targetJSON{}
 			for _, t := range targets {
+				if t.Problem != "" {
+					listed = append(listed, targetJSON{t, nil})
+					continue
+				}
 				st, err := pgstream.RestoreStateOf(ctx, d, t.Container, t.User)
 				if err != nil {
 					a.warnf("container %s: what restores left not checked: %v", t.Container, err)
@@ -135,7 +197,7 @@ error.`,
 				return nil
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "CONTAINER\tIMAGE\tPOSTGRES\tUSER\tDATABASES\tSELECTED BY\tSTATUS")
+			fmt.Fprintln(tw, "CONTAINER\tIMAGE\tPOSTGRES\tUSER\tPORT\tDATABASES\tSELECTED BY\tSTATUS")
 			for _, t := range targets {
 				v := t.PostgresVersion
 				if v == "" && t.PostgresMajor > 0 {
@@ -145,7 +207,18 @@ error.`,
 				if t.Problem != "" {
 					status = "CANNOT BACK UP (see below)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Container, t.Image, v, t.User, strings.Join(t.Databases, ","), t.MatchedBy, status)
+				port := "-"
+				if t.Port > 0 {
+					port = fmt.Sprint(t.Port)
+				}
+				dbs := strings.Join(t.Databases, ",")
+				if dbs == "" {
+					dbs = "-"
+				}
+				if len(t.LeftOut) > 0 {
+					dbs += fmt.Sprintf(" (%d left out)", len(t.LeftOut))
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Container, t.Image, v, t.User, port, dbs, t.MatchedBy, status)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -190,8 +263,11 @@ named, each into its own snapshot tagged with the container's name:
   /CONTAINER/manifest.json   versions, sizes, SHA-256, exact row counts
 
 pg_dump runs inside each container as its POSTGRES_USER over the local
-socket; its output streams into the repository and is never written to local
-disk. A container whose dump fails gets no snapshot; the others are still
+socket, with the password and port discover finds; its output streams into
+the repository and is never written to local disk. Every database is dumped
+unless $SCALR_BACKUP_DATABASES, --databases or the container's label
+scalr.backup.databases restricts them (see discover); those left out are
+named in warnings and in the snapshot's manifest. A container whose dump fails gets no snapshot; the others are still
 backed up. The exit code is non-zero when any container failed. Finding no
 container is a warning, not an error.
 
@@ -199,10 +275,14 @@ A dump can be restored by hand (drill records are tagged drill-of:CONTAINER,
 never CONTAINER, so latest is the newest backup):
   restic dump --tag CONTAINER latest /CONTAINER/DB.pgdump | pg_restore ...`,
 		Example: `  scalr-backup pg-backup
-  scalr-backup pg-backup scalr-app-db --all-databases`,
+  scalr-backup pg-backup scalr-app-db --databases POSTGRES_DB`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			host, err := a.hostIdentity(host)
+			if err != nil {
+				return err
+			}
+			dopts, err := a.discoveryOptions(&df)
 			if err != nil {
 				return err
 			}
@@ -211,7 +291,6 @@ never CONTAINER, so latest is the newest backup):
 				return err
 			}
 			defer d.Close()
-			dopts := df.options(a)
 			var targets []pgstream.Target
 			var results []pgBackupResult
 			if len(args) == 0 {
@@ -220,7 +299,7 @@ never CONTAINER, so latest is the newest backup):
 					return err
 				}
 				if len(targets) == 0 {
-					a.warnf("no running Postgres container matches (%s): nothing to back up", df.describe())
+					a.warnf("no running Postgres container matches (%s): nothing to back up", describeSelection(dopts))
 					if a.jsonOutput {
 						return json.NewEncoder(a.stdout).Encode([]pgBackupResult{})
 					}

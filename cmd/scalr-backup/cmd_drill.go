@@ -24,11 +24,18 @@ func (a *app) drillCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "drill [CONTAINER...]",
 		Short: "Prove the latest backups restore, in throwaway containers",
-		Long: `For each container named (default: the discovered ones), restore its latest
-backup into a throwaway container (scalr-drill-CONTAINER-XXXXXXXX, same image,
-same POSTGRES_* environment, --network none), check every table's row count
-against the snapshot's manifest, and remove the throwaway container, also when
-the drill fails.
+		Long: `For each container named (default: the discovered ones, see discover), restore
+its latest backup into a throwaway container (scalr-drill-CONTAINER-XXXXXXXX,
+--network none) started as the live container was: the same image,
+entrypoint, command, user and environment, with the files its *_FILE
+variables and *_file settings name mounted read-only from the same mounts
+(never its data directory). Once its final server accepts connections,
+crash safety is switched off through the server (ALTER SYSTEM); a stopped
+container or a permanent error (authentication, a missing role) ends the
+wait at once, and the error shows the last lines of the container's log.
+The drill checks every table's row count against the snapshot's manifest,
+records every table's checksum, and removes the throwaway container, also
+when the drill fails.
 
 Prints a pass/fail line per table and exits non-zero when any count differs
 (naming the table) or any drill could not run. Each outcome is saved as
@@ -59,6 +66,10 @@ record: its name is recorded in the drill records.`,
 			if err != nil {
 				return err
 			}
+			dopts, err := a.discoveryOptions(&df)
+			if err != nil {
+				return err
+			}
 			d, err := a.connectDocker(ctx)
 			if err != nil {
 				return err
@@ -66,12 +77,12 @@ record: its name is recorded in the drill records.`,
 			defer d.Close()
 			names := args
 			if len(names) == 0 {
-				targets, err := pgstream.Discover(ctx, d, df.options(a))
+				targets, err := pgstream.Discover(ctx, d, dopts)
 				if err != nil {
 					return err
 				}
 				if len(targets) == 0 {
-					a.warnf("no running Postgres container matches (%s): nothing to drill", df.describe())
+					a.warnf("no running Postgres container matches (%s): nothing to drill", describeSelection(dopts))
 					if a.jsonOutput {
 						return json.NewEncoder(a.stdout).Encode([]*pgstream.DrillResult{})
 					}

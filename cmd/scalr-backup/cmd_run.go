@@ -30,7 +30,7 @@ import (
 // environment.
 type nightlyFlags struct {
 	init      bool
-	patterns  []string
+	disc      discoverFlags // --pattern, --databases, as every command
 	logFormat string
 	host      string
 }
@@ -38,7 +38,7 @@ type nightlyFlags struct {
 func (f *nightlyFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.BoolVar(&f.init, "init", false, "create the repository if there is none yet (default: $SCALR_BACKUP_INIT)")
-	fl.StringArrayVar(&f.patterns, "pattern", nil, "container name `pattern` to back up (repeatable; default: $SCALR_BACKUP_PATTERNS or "+strings.Join(pgstream.DefaultPatterns, ", ")+")")
+	f.disc.add(cmd)
 	fl.StringVar(&f.logFormat, "log-format", "", "log `format` on standard error: auto, json or text (default: $SCALR_BACKUP_LOG_FORMAT or auto: text on a terminal, else JSON)")
 	fl.StringVarP(&f.host, "host", "H", "", "`hostname` recorded in snapshots; forget only touches this host's (default: $SCALR_BACKUP_HOST, else $RESTIC_HOST, else this host's name)")
 }
@@ -52,8 +52,8 @@ func (a *app) nightlyConfig(f *nightlyFlags) (nightly.Config, error) {
 	if f.init {
 		cfg.Init = true
 	}
-	if f.patterns != nil {
-		cfg.Patterns = f.patterns
+	if cfg.Patterns, cfg.Databases, err = f.disc.apply(cfg.Patterns, cfg.Databases); err != nil {
+		return cfg, err
 	}
 	// The CLI's one host identity (--host > SCALR_BACKUP_HOST >
 	// RESTIC_HOST > the OS host name), which LoadConfig also follows
@@ -225,7 +225,7 @@ func (w *pgWiring) discover(ctx context.Context) ([]nightly.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	found, err := pgstream.Discover(ctx, d, pgstream.Options{Patterns: w.cfg.Patterns, AllDatabases: w.cfg.AllDatabases, Warn: w.warn})
+	found, err := pgstream.Discover(ctx, d, pgstream.Options{Patterns: w.cfg.Patterns, Databases: w.cfg.Databases, Warn: w.warn})
 	if err != nil {
 		return nil, err
 	}

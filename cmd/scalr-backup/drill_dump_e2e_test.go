@@ -171,10 +171,13 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20000) i;`)
 	for _, id := range []string{idScalr, idRestic} {
 		var m pgstream.Manifest
 		raw := newest.MustRun(t, dir, "", nil, "dump", id, "/"+name+"/"+pgstream.ManifestFile).Stdout
-		if err := json.Unmarshal(raw, &m); err != nil || len(m.Databases) != 1 || "/"+name+"/"+m.Databases[0].File != dumpPath {
+		// Every database of the container (its own, postgres); dd's dump
+		// is the one the runbook fetches.
+		if err := json.Unmarshal(raw, &m); err != nil || len(m.Databases) != 2 || m.Database("postgres") == nil ||
+			m.Database("dd") == nil || "/"+name+"/"+m.Database("dd").File != dumpPath {
 			t.Fatalf("manifest of %.8s: %v %s", id, err, clip(raw))
 		}
-		want[id] = sum{m.Databases[0].Size, m.Databases[0].SHA256}
+		want[id] = sum{m.Database("dd").Size, m.Database("dd").SHA256}
 		if got := sumOf(newest.MustRun(t, dir, "", nil, "dump", id, dumpPath).Stdout); got != want[id] {
 			t.Fatalf("restic dump %.8s %s: %+v, manifest says %+v", id, dumpPath, got, want[id])
 		}

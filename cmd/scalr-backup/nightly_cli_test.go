@@ -311,8 +311,9 @@ func TestNightlyDaemonCLI(t *testing.T) {
 func TestNightlyFlags(t *testing.T) {
 	env := map[string]string{"SCALR_BACKUP_HOST": "h"}
 	a, _, _ := nightlyApp(env)
-	cfg, err := a.nightlyConfig(&nightlyFlags{init: true, patterns: []string{"x-*"}, logFormat: "json", host: "other"})
-	if err != nil || !cfg.Init || cfg.Patterns[0] != "x-*" || cfg.LogFormat != "json" || cfg.Host != "other" {
+	cfg, err := a.nightlyConfig(&nightlyFlags{init: true, disc: discoverFlags{patterns: []string{"x-*"}, databases: []string{"POSTGRES_DB,rep*"}}, logFormat: "json", host: "other"})
+	if err != nil || !cfg.Init || cfg.Patterns[0] != "x-*" || cfg.LogFormat != "json" || cfg.Host != "other" ||
+		strings.Join(cfg.Databases, " ") != "POSTGRES_DB rep*" {
 		t.Errorf("flags: %+v %v", cfg, err)
 	}
 	if _, err := a.nightlyConfig(&nightlyFlags{logFormat: "xml"}); err == nil {

@@ -210,8 +210,14 @@ func TestPgCommands(t *testing.T) {
 			}
 		}
 		buf, _ := m.Marshal()
+		// Every file of the backup (each database's dump, the globals),
+		// with the tampered manifest.
 		var streams []repo.Stream
-		for _, f := range []string{m.Databases[0].File, m.Globals.File} {
+		files := []string{m.Globals.File}
+		for _, db := range m.Databases {
+			files = append(files, db.File)
+		}
+		for _, f := range files {
 			node, err := r.FindNode(ctx, sn, filepath.Join("/scalr-cli-db", f))
 			if err != nil {
 				t.Fatal(err)
