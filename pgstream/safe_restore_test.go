@@ -69,7 +69,8 @@ func TestSafeRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dc.Close()
-	r, err := repo.Init(ctx, local.New(filepath.Join(t.TempDir(), "repo")), itPassword, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	r, err := repo.Init(ctx, local.New(repoDir), itPassword, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,10 +225,27 @@ func TestSafeRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { stopHold(); hold.Wait() }()
-		var stages []string
-		res, err := Restore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-a", Progress: func(s RestoreStep) { stages = append(stages, s.Stage) }})
+		// A prune (another process's) while the restore reads: refused by
+		// the restore's lock, never deleting under it.
+		other, err := repo.Open(ctx, local.New(repoDir), itPassword, repo.Options{})
 		if err != nil {
 			t.Fatal(err)
+		}
+		defer other.Close()
+		var stages []string
+		var pruneErr error
+		res, err := Restore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-a", Progress: func(s RestoreStep) {
+			stages = append(stages, s.Stage)
+			if s.Stage == StageRestore {
+				_, pruneErr = other.Prune(ctx, repo.PruneOptions{})
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var locked *repo.LockedError
+		if !errors.As(pruneErr, &locked) {
+			t.Errorf("a prune during the restore: %v, want the repository locked", pruneErr)
 		}
 		t.Logf("stages %q, %s", stages, res.Duration.Round(time.Millisecond))
 		if len(res.Databases) != 1 || len(res.Mismatches()) != 0 || res.Plan.Snapshot.ID != hostA.SnapshotID {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
@@ -33,6 +34,13 @@ RESTIC_PROGRESS_FPS sets.`,
 			if err != nil {
 				return err
 			}
+			// restic's dump holds a non-exclusive lock: a prune meanwhile
+			// waits or fails instead of deleting what is being read.
+			lock, err := r.Lock(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer lock.Unlock(context.WithoutCancel(ctx))
 			node, err := r.FindNode(ctx, sn, args[1])
 			if err != nil {
 				return err
