@@ -53,6 +53,8 @@ type DrillOptions struct {
 	Snapshot string
 	// Image replaces the image of the throwaway container; by default it
 	// is the live container's image, else the one the manifest names.
+	// Another image than the live container's starts with its own
+	// entrypoint and command.
 	Image string
 	// ReadyTimeout bounds the wait for the throwaway Postgres to accept
 	// connections (default 3 minutes).
@@ -176,8 +178,8 @@ func drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 	res.Snapshot, res.SnapshotTime = sn.ID.String(), sn.Time
 
 	spec := drillSpec(ctx, d, containerName, m, warn)
-	if opts.Image != "" {
-		spec.image = opts.Image
+	if opts.Image != "" && opts.Image != spec.image && opts.Image != spec.imageName {
+		spec.image, spec.entrypoint, spec.cmd = opts.Image, nil, nil
 	}
 	if spec.image == "" {
 		return fmt.Errorf("no image known for container %s (give one)", containerName)
@@ -288,7 +290,8 @@ SELECT pg_reload_conf();
 
 // drillEnv is how to start a container like the backed-up one.
 type drillEnv struct {
-	image      string
+	image      string // the exact image (ID)
+	imageName  string // the image as the live container names it
 	env        []string
 	entrypoint []string
 	cmd        []string
@@ -311,7 +314,7 @@ func drillSpec(ctx context.Context, d Docker, containerName string, m *Manifest,
 	s := drillEnv{stopSignal: "SIGINT", wantListen: true}
 	ins, err := d.ContainerInspect(ctx, containerName)
 	if err == nil && ins.ContainerJSONBase != nil && ins.Config != nil {
-		s.image = ins.Image // the exact image (ID)
+		s.image, s.imageName = ins.Image, ins.Config.Image
 		if s.image == "" {
 			s.image = ins.Config.Image
 		}

@@ -283,6 +283,21 @@ func TestDrillFake(t *testing.T) {
 	if len(f.created) != 3 || !slices.Equal(f.created, f.removed) {
 		t.Fatalf("created %q removed %q", f.created, f.removed)
 	}
+	f.handler = prev
+	delete(pg.restored, "app")
+
+	// Another image starts with its own entrypoint and command; the live
+	// container's image by name keeps the live command.
+	f.get("scalr-app-db").cmd = []string{"postgres", "-c", "port=5432"}
+	for image, cmd := range map[string][]string{"other/postgres:16": nil, "postgres:15": {"postgres", "-c", "port=5432"}} {
+		dr, err := Drill(context.Background(), f, r, "scalr-app-db", DrillOptions{Image: image, NoRecord: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := f.createdConfig[dr.DrillContainer]; cfg.Image != image && image != "postgres:15" || !slices.Equal(cfg.Cmd, cmd) {
+			t.Errorf("--image %s: image %s, command %q", image, cfg.Image, cfg.Cmd)
+		}
+	}
 }
 
 // TestDrillNotReady: a drill container that stops, or whose server refuses

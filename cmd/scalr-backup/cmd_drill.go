@@ -140,7 +140,7 @@ record: its name is recorded in the drill records.`,
 	df.add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&snapshot, "snapshot", "latest", "the backup to restore: latest or a snapshot `ID` (with one CONTAINER)")
-	f.StringVar(&image, "image", "", "start the throwaway container from this `image` (default: the container's own)")
+	f.StringVar(&image, "image", "", "start the throwaway container from this `image`, with its own entrypoint and command (default: the container's own image, entrypoint and command)")
 	f.BoolVar(&noRecord, "no-record", false, "do not save the drill's outcome as a snapshot")
 	f.DurationVar(&readyTimeout, "ready-timeout", 3*time.Minute, "how long to wait for the throwaway Postgres to start")
 	f.StringVarP(&host, "host", "H", "", "`hostname` the drill runs as: its backups are restored and its records saved under it (default: $SCALR_BACKUP_HOST, else $RESTIC_HOST, else this host's name)")
