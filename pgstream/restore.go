@@ -49,7 +49,7 @@ func FindBackup(ctx context.Context, r *repo.Repository, containerName, ref, hos
 			return nil, nil, fmt.Errorf("no backup of container %s%s in the repository: %w", containerName, onHost, err)
 		}
 		if errors.Is(err, repo.ErrNoSnapshot) {
-			return nil, nil, fmt.Errorf("snapshot %s is not a backup of container %s%s: %w", ref, containerName, onHost, err)
+			return nil, nil, fmt.Errorf("snapshot %s is not a backup of container %s%s%s: %w", ref, containerName, onHost, whoseSnapshot(ctx, r, ref, containerName), err)
 		}
 		return nil, nil, err
 	}
@@ -61,6 +61,25 @@ func FindBackup(ctx context.Context, r *repo.Repository, containerName, ref, hos
 		return nil, nil, fmt.Errorf("snapshot %s: its manifest is for container %s, not %s", sn.ID.Str(), m.Container, containerName)
 	}
 	return sn, m, nil
+}
+
+// whoseSnapshot says what snapshot ref is when it is not a backup of
+// containerName: another container's backup (then how to restore it into
+// this one), or a drill record; empty when that cannot be told.
+func whoseSnapshot(ctx context.Context, r *repo.Repository, ref, containerName string) string {
+	sn, err := r.FindSnapshot(ctx, ref, repo.SnapshotFilter{})
+	if err != nil || len(sn.Paths) != 1 {
+		return ""
+	}
+	other := strings.TrimPrefix(sn.Paths[0], "/")
+	if sn.Paths[0] != "/"+other || strings.Contains(other, "/") || !slices.Contains(sn.Tags, other) {
+		return " (it is not a container backup)"
+	}
+	if other == containerName {
+		return fmt.Sprintf(" (it was made on host %s: name that host with --host %s)", sn.Hostname, sn.Hostname)
+	}
+	return fmt.Sprintf(" (it is a backup of container %s made on host %s; to restore it into %s: scalr-backup restore %s %s --into %s)",
+		other, sn.Hostname, containerName, other, sn.ID.Str(), containerName)
 }
 
 // LoadManifest reads /CONTAINER/manifest.json of a container backup.

@@ -148,7 +148,8 @@ func TestRestoreFake(t *testing.T) {
 		t.Errorf("missing database: %v", err)
 	}
 	f.add(pgContainer("scalr-other-db", []string{"PG_MAJOR=15"}, nil))
-	if _, err := PlanRestore(context.Background(), f, r, "scalr-other-db", res.SnapshotID.String(), RestoreOptions{}); !errors.Is(err, repo.ErrNoSnapshot) || !strings.Contains(err.Error(), "not a backup of container scalr-other-db") {
+	if _, err := PlanRestore(context.Background(), f, r, "scalr-other-db", res.SnapshotID.String(), RestoreOptions{}); !errors.Is(err, repo.ErrNoSnapshot) || !strings.Contains(err.Error(), "not a backup of container scalr-other-db") ||
+		!strings.Contains(err.Error(), "it is a backup of container scalr-app-db made on host h1; to restore it into scalr-other-db: scalr-backup restore scalr-app-db "+res.SnapshotID.Str()+" --into scalr-other-db") {
 		t.Errorf("other container's snapshot: %v", err)
 	}
 	if _, err := PlanRestore(context.Background(), f, r, "scalr-other-db", "latest", RestoreOptions{}); !errors.Is(err, repo.ErrNoSnapshot) || !strings.Contains(err.Error(), "no backup of container scalr-other-db") {

@@ -310,7 +310,8 @@ FROM pg_database d WHERE d.datname = 'app';`)
 		if _, err := PlanRestore(ctx, dc, r, c.Name, "latest", RestoreOptions{Host: "host-c"}); !errors.Is(err, repo.ErrNoSnapshot) || !strings.Contains(err.Error(), "host-c") {
 			t.Errorf("host without backups: %v", err)
 		}
-		if _, err := PlanRestore(ctx, dc, r, c.Name, hostB.SnapshotID.Str(), RestoreOptions{Host: "host-a"}); !errors.Is(err, repo.ErrNoSnapshot) {
+		if _, err := PlanRestore(ctx, dc, r, c.Name, hostB.SnapshotID.Str(), RestoreOptions{Host: "host-a"}); !errors.Is(err, repo.ErrNoSnapshot) ||
+			!strings.Contains(err.Error(), "it was made on host host-b: name that host with --host host-b") {
 			t.Errorf("another host's snapshot by ID: %v", err)
 		}
 	})
