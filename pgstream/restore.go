@@ -441,24 +441,11 @@ func (plan *RestorePlan) Run(ctx context.Context, d Docker, r *repo.Repository, 
 	// or fails instead of deleting what is being restored. A lock that can
 	// no longer be refreshed ends the restore (the side database is then
 	// dropped, the live one untouched).
-	lock, err := r.Lock(ctx, false)
+	ctx, done, err := r.Hold(ctx, false, "restore")
 	if err != nil {
 		return nil, fmt.Errorf("restore of container %s: %w; nothing was changed", plan.Container, err)
 	}
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		_ = lock.Unlock(uctx)
-	}()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		select {
-		case <-lock.Lost():
-			cancel(errors.New("the repository lock could not be kept; restore stopped"))
-		case <-ctx.Done():
-		}
-	}()
+	defer done()
 	rs := &restoreRun{ctx: ctx, d: d, r: r, plan: plan, opts: opts, progress: opts.Progress}
 	if rs.progress == nil {
 		rs.progress = func(RestoreStep) {}

@@ -303,3 +303,26 @@ func (l *Lock) release(ctx context.Context) {
 	defer cancel()
 	_ = l.Unlock(ctx)
 }
+
+// Hold takes a lock (see Lock) for work that must stop when the lock can no
+// longer be kept fresh (others may then see it stale and, say, prune): the
+// returned context ends then, with a cause naming what stopped; done
+// releases the lock and the context.
+func (r *Repository) Hold(ctx context.Context, exclusive bool, what string) (context.Context, func(), error) {
+	lock, err := r.Lock(ctx, exclusive)
+	if err != nil {
+		return nil, nil, err
+	}
+	held, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-lock.Lost():
+			cancel(fmt.Errorf("the repository lock could not be refreshed; %s stopped", what))
+		case <-held.Done():
+		}
+	}()
+	return held, func() {
+		cancel(nil)
+		lock.release(ctx)
+	}, nil
+}

@@ -257,20 +257,11 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 			opts.Progress(fmt.Sprintf(format, args...))
 		}
 	}
-	lock, err := r.Lock(ctx, true)
+	ctx, done, err := r.Hold(ctx, true, "prune")
 	if err != nil {
 		return nil, err
 	}
-	defer lock.release(ctx)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		select {
-		case <-lock.Lost():
-			cancel(errors.New("exclusive lock could not be refreshed; prune stopped"))
-		case <-ctx.Done():
-		}
-	}()
+	defer done()
 
 	say("loading indexes")
 	indexFiles, indexed, damagedIndex, err := r.loadIndexFiles(ctx)

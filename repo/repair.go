@@ -2,7 +2,6 @@ package repo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -53,20 +52,11 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 			opts.Progress(fmt.Sprintf(format, args...))
 		}
 	}
-	lock, err := r.Lock(ctx, true)
+	ctx, done, err := r.Hold(ctx, true, "repair index")
 	if err != nil {
 		return nil, err
 	}
-	defer lock.release(ctx)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		select {
-		case <-lock.Lost():
-			cancel(errors.New("exclusive lock could not be refreshed; repair stopped"))
-		case <-ctx.Done():
-		}
-	}()
+	defer done()
 
 	rep := &RepairIndexReport{IndexWritten: []ID{}, IndexRemoved: []ID{}}
 	say("loading indexes")
