@@ -142,15 +142,17 @@ type PassOptions struct {
 
 // TargetReport is one target's row of a Report.
 type TargetReport struct {
-	Name        string        `json:"container"`
-	Status      Status        `json:"status"`
-	Started     time.Time     `json:"started"`
-	Duration    time.Duration `json:"-"`
-	BytesRead   uint64        `json:"bytes_read"`
-	BytesAdded  uint64        `json:"bytes_added"`
-	BytesStored uint64        `json:"bytes_stored"`
-	SnapshotID  string        `json:"snapshot_id,omitempty"`
-	Error       string        `json:"error,omitempty"`
+	Name     string        `json:"container"`
+	Status   Status        `json:"status"`
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"-"`
+	// The byte counts carry restic backup's summary names (as pg-backup
+	// --json does): read, added after deduplication, stored (packed).
+	BytesRead   uint64 `json:"total_bytes_processed"`
+	BytesAdded  uint64 `json:"data_added"`
+	BytesStored uint64 `json:"data_added_packed"`
+	SnapshotID  string `json:"snapshot_id,omitempty"`
+	Error       string `json:"error,omitempty"`
 	// Missing marks a container this host has backed up before (and has
 	// not retired) that discovery no longer finds at all: removed or
 	// renamed. It is a failure of the pass, never a silent drop.
@@ -459,7 +461,7 @@ func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
 		switch tr.Status {
 		case StatusOK:
 			log.Info("backup done", "container", t.Name, "snapshot", tr.SnapshotID[:8],
-				"duration", tr.Duration.Round(time.Millisecond).String(), "bytes_read", tr.BytesRead, "bytes_added", tr.BytesAdded)
+				"duration", tr.Duration.Round(time.Millisecond).String(), "total_bytes_processed", tr.BytesRead, "data_added", tr.BytesAdded)
 		case StatusFailed:
 			log.Error("backup failed", "container", t.Name, "duration", tr.Duration.Round(time.Millisecond).String(), "error", tr.Error)
 		}
@@ -482,7 +484,9 @@ func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
 	if ctx.Err() == nil && !o.SkipPrune {
 		po := o.Prune
 		if po.Progress == nil {
-			po.Progress = func(msg string) { log.Debug("prune: " + msg) }
+			// Prune's steps are few (one per phase and repacked pack) and
+			// a long prune must not look like a hang in the log.
+			po.Progress = func(msg string) { log.Info("prune progress", "step", msg) }
 		}
 		st, err := r.Prune(ctx, po)
 		if err != nil {

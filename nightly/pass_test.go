@@ -98,7 +98,7 @@ func TestPassOneTargetFailsOthersBackedUp(t *testing.T) {
 		t.Errorf("json: %s", buf)
 	}
 	row := m["targets"].([]any)[0].(map[string]any)
-	for _, k := range []string{"container", "status", "duration_seconds", "bytes_read", "bytes_added", "snapshot_id"} {
+	for _, k := range []string{"container", "status", "duration_seconds", "total_bytes_processed", "data_added", "snapshot_id"} {
 		if _, ok := row[k]; !ok {
 			t.Errorf("target json lacks %s: %v", k, row)
 		}

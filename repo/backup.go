@@ -43,9 +43,13 @@ type BackupOptions struct {
 
 // BackupProgress reports a running stream backup.
 type BackupProgress struct {
+	// File is the stream being read, BytesRead how much of it so far.
 	File      string
 	BytesRead uint64
-	Stats     WriteStats
+	// TotalBytesRead is over every stream of the backup so far: the
+	// finished ones and the current one.
+	TotalBytesRead uint64
+	Stats          WriteStats
 }
 
 // BackupResult describes a finished stream backup.
@@ -132,8 +136,16 @@ func (r *Repository) backup(ctx context.Context, paths []string, streams []Strea
 	}
 	res := &BackupResult{Sizes: map[string]uint64{}}
 	files := map[string]*Node{}
+	var before uint64 // the finished streams' bytes, for TotalBytesRead
+	progress := opts.Progress
+	if progress != nil {
+		progress = func(p BackupProgress) {
+			p.TotalBytesRead = before + p.BytesRead
+			opts.Progress(p)
+		}
+	}
 	for _, s := range streams {
-		content, size, err := r.saveStream(ctx, w, s, opts.Progress)
+		content, size, err := r.saveStream(ctx, w, s, progress)
 		if err == nil && s.Close != nil {
 			err = s.Close()
 		}
@@ -149,6 +161,7 @@ func (r *Repository) backup(ctx context.Context, paths []string, streams []Strea
 			return nil, fmt.Errorf("backup of %s: %w", s.Name, err)
 		}
 		res.Sizes[s.Name] = size
+		before += size
 		files[s.Name] = r.fileNode(path.Base(s.Name), opts.Time, size, content)
 	}
 	root, err := r.saveTrees(ctx, w, files, opts.Time)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,12 +169,27 @@ func TestMultiStream(t *testing.T) {
 	r, _ := newTestRepo(t, 2, Options{})
 	ctx := context.Background()
 	a, b := mixedData(3, 3<<20), []byte("globals\n")
+	// Progress: TotalBytesRead runs over both streams, BytesRead over one.
+	var mu sync.Mutex
+	maxTotal, maxFile := uint64(0), map[string]uint64{}
+	progress := func(p BackupProgress) {
+		mu.Lock()
+		defer mu.Unlock()
+		maxTotal = max(maxTotal, p.TotalBytesRead)
+		maxFile[p.File] = max(maxFile[p.File], p.BytesRead)
+		if p.TotalBytesRead < p.BytesRead {
+			t.Errorf("progress %+v: total below the file's", p)
+		}
+	}
 	res, err := r.BackupStreams(ctx, "scalr-app-db", []Stream{
 		{Name: "app.pgdump", Reader: bytes.NewReader(a)},
 		{Name: "globals.sql", Reader: bytes.NewReader(b)},
-	}, BackupOptions{Time: time.Unix(1700000000, 0)})
+	}, BackupOptions{Time: time.Unix(1700000000, 0), Progress: progress})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := uint64(len(a) + len(b)); maxTotal != want || maxFile["scalr-app-db/app.pgdump"] != uint64(len(a)) || maxFile["scalr-app-db/globals.sql"] != uint64(len(b)) {
+		t.Errorf("progress: total %d, per file %v; want total %d", maxTotal, maxFile, want)
 	}
 	sn := res.Snapshot
 	if len(sn.Paths) != 1 || sn.Paths[0] != "/scalr-app-db" {

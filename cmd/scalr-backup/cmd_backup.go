@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/scalr-platform/scalr-backup/repo"
 )
@@ -74,7 +72,8 @@ is an error: an empty dump is almost always a failed dump.`,
 				stream.Reader, stream.Close = rd, wait
 			}
 			opts := repo.BackupOptions{Tags: tags, Hostname: host, Time: when, ProgramVersion: "scalr-backup " + version()}
-			stopProgress := a.startProgress(&opts)
+			update, stopProgress := a.backupMeter("")
+			opts.Progress = update
 			res, err := r.BackupStream(ctx, stream, opts)
 			stopProgress()
 			if err != nil {
@@ -147,45 +146,6 @@ func (a *app) printBackupSummary(res *repo.BackupResult) error {
 	fmt.Fprintf(a.stdout, "added to the repository: %s (%s stored)\n", bytesHuman(res.Stats.DataAdded), bytesHuman(res.Stats.DataAddedPacked))
 	fmt.Fprintf(a.stdout, "snapshot %s saved\n", res.SnapshotID.Str())
 	return nil
-}
-
-// startProgress prints a status line once a second while a backup runs,
-// only when stderr is a terminal and output is not JSON or quiet.
-func (a *app) startProgress(opts *repo.BackupOptions) func() {
-	f, ok := a.stderr.(*os.File)
-	if !ok || a.quiet || a.jsonOutput || !term.IsTerminal(int(f.Fd())) {
-		return func() {}
-	}
-	var last repo.BackupProgress
-	updates := make(chan repo.BackupProgress, 1)
-	opts.Progress = func(p repo.BackupProgress) {
-		select {
-		case updates <- p:
-		default:
-		}
-	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	start := time.Now()
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case p := <-updates:
-				last = p
-			case <-t.C:
-				el := time.Since(start)
-				fmt.Fprintf(f, "\r[%s] %s read, %s/s, %s added   ", el.Round(time.Second), bytesHuman(last.BytesRead),
-					bytesHuman(uint64(float64(last.BytesRead)/el.Seconds())), bytesHuman(last.Stats.DataAdded))
-			case <-done:
-				fmt.Fprint(f, "\r\033[K")
-				return
-			}
-		}
-	}()
-	return func() { close(done); <-finished }
 }
 
 func bytesHuman(n uint64) string {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/scalr-platform/scalr-backup/nightly"
 	"github.com/scalr-platform/scalr-backup/pgstream"
-	"github.com/scalr-platform/scalr-backup/repo"
 )
 
 // connectDocker connects to the engine DOCKER_HOST names (default: the
@@ -236,12 +235,15 @@ type pgBackupResult struct {
 	OK         bool     `json:"ok"`
 	SnapshotID string   `json:"snapshot_id,omitempty"`
 	Databases  []string `json:"databases,omitempty"`
-	// DumpBytes is the size of the dumps, DataAdded what the repository
-	// grew by (after deduplication and compression).
-	DumpBytes uint64  `json:"dump_bytes"`
-	DataAdded uint64  `json:"data_added"`
-	Seconds   float64 `json:"duration_seconds"`
-	Error     string  `json:"error,omitempty"`
+	// restic backup's summary names: TotalBytesProcessed is the size of
+	// the dumps, DataAdded what the repository grew by after
+	// deduplication, DataAddedPacked after compression too. run --json
+	// names them the same.
+	TotalBytesProcessed uint64  `json:"total_bytes_processed"`
+	DataAdded           uint64  `json:"data_added"`
+	DataAddedPacked     uint64  `json:"data_added_packed"`
+	Seconds             float64 `json:"duration_seconds"`
+	Error               string  `json:"error,omitempty"`
 }
 
 func (a *app) pgBackupCommand() *cobra.Command {
@@ -327,12 +329,11 @@ never CONTAINER, so latest is the newest backup):
 				if !a.quiet && !a.jsonOutput {
 					fmt.Fprintf(a.stderr, "backing up %s (%s)...\n", t.Container, strings.Join(t.Databases, ", "))
 				}
-				ropts := repo.BackupOptions{}
-				stopProgress := a.startProgress(&ropts)
+				update, stopProgress := a.backupMeter(t.Container)
 				start := time.Now()
 				res, err := pgstream.BackupContainer(ctx, d, r, t, pgstream.BackupOptions{
 					PgDumpArgs: pgDumpArgs, RolePasswords: rolePasswords, Hostname: host,
-					ProgramVersion: "scalr-backup " + version(), Progress: ropts.Progress, Tags: tags,
+					ProgramVersion: "scalr-backup " + version(), Progress: update, Tags: tags,
 				})
 				stopProgress()
 				line := pgBackupResult{Container: t.Container, Databases: t.Databases, Seconds: time.Since(start).Seconds()}
@@ -340,9 +341,9 @@ never CONTAINER, so latest is the newest backup):
 					line.Error = err.Error()
 				} else {
 					line.OK, line.SnapshotID = true, res.SnapshotID.String()
-					line.DataAdded = res.Stats.DataAdded
+					line.DataAdded, line.DataAddedPacked = res.Stats.DataAdded, res.Stats.DataAddedPacked
 					if res.Snapshot.Summary != nil {
-						line.DumpBytes = res.Snapshot.Summary.TotalBytesProcessed
+						line.TotalBytesProcessed = res.Snapshot.Summary.TotalBytesProcessed
 					}
 				}
 				results = append(results, line)
@@ -394,7 +395,7 @@ func (a *app) printPgBackupSummary(results []pgBackupResult) {
 			id = id[:8]
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Container, status, id, strings.Join(r.Databases, ","),
-			bytesHuman(r.DumpBytes), bytesHuman(r.DataAdded), (time.Duration(r.Seconds * float64(time.Second))).Round(100*time.Millisecond))
+			bytesHuman(r.TotalBytesProcessed), bytesHuman(r.DataAdded), (time.Duration(r.Seconds * float64(time.Second))).Round(100*time.Millisecond))
 	}
 	tw.Flush()
 	for _, r := range results {

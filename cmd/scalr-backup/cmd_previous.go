@@ -89,6 +89,9 @@ they refuse unless --yes.`,
 				if err := pgstream.DropReplaced(ctx, d, container, name); err != nil {
 					return err
 				}
+				if a.jsonOutput {
+					return a.emitJSON(previousJSON{Container: container, Action: verb, Database: name, Dropped: name})
+				}
 				if !a.quiet {
 					fmt.Fprintf(a.stdout, "dropped database %s in container %s\n", name, container)
 				}
@@ -97,6 +100,9 @@ they refuse unless --yes.`,
 			live, kept, err := pgstream.SwapBack(ctx, d, container, name, db)
 			if err != nil {
 				return err
+			}
+			if a.jsonOutput {
+				return a.emitJSON(previousJSON{Container: container, Action: verb, Database: name, Live: live, Kept: kept})
 			}
 			if !a.quiet {
 				fmt.Fprintf(a.stdout, "database %s is back as %s in container %s", name, live, container)
@@ -111,4 +117,16 @@ they refuse unless --yes.`,
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	cmd.Flags().StringVar(&db, "db", "", "with swap-back: the `database` it goes back to (default: the one its name says)")
 	return cmd
+}
+
+// previousJSON is what previous drop and swap-back print with --json.
+type previousJSON struct {
+	Container string `json:"container"`
+	Action    string `json:"action"` // drop or swap-back
+	Database  string `json:"database"`
+	// Dropped is the database dropped; Live the name the swapped-back one
+	// now has, Kept the one it replaced, kept under that name.
+	Dropped string `json:"dropped,omitempty"`
+	Live    string `json:"live,omitempty"`
+	Kept    string `json:"kept,omitempty"`
 }

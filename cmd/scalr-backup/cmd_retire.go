@@ -100,7 +100,7 @@ retention still applies). A backup of the container made after the record
 					}
 				}
 				if a.jsonOutput {
-					return a.printJSON(rows)
+					return a.emitJSON(rows)
 				}
 				if len(rows) == 0 {
 					fmt.Fprintf(a.stdout, "no container of host %s is retired\n", h)
@@ -134,12 +134,20 @@ retention still applies). A backup of the container made after the record
 				if err != nil {
 					return fmt.Errorf("remove the retirement records: %w", err)
 				}
+				if a.jsonOutput {
+					out := retireJSON{Host: h, Containers: args, Action: "undo", RecordsRemoved: []string{}}
+					for _, id := range removed {
+						out.RecordsRemoved = append(out.RecordsRemoved, id.String())
+					}
+					return a.emitJSON(out)
+				}
 				if !a.quiet {
 					fmt.Fprintf(a.stdout, "removed %d retirement record(s) of %s on host %s: expected again\n", len(removed), strings.Join(args, ", "), h)
 				}
 				return nil
 			}
 
+			out := retireJSON{Host: h, Containers: args, Action: "retire", Records: []retiredRecordJSON{}}
 			for _, name := range args {
 				st, known := inv[name]
 				if !known || st.Newest.IsZero() {
@@ -160,10 +168,14 @@ retention still applies). A backup of the container made after the record
 				if err != nil {
 					return fmt.Errorf("retire %s: %w", name, err)
 				}
-				if !a.quiet {
+				out.Records = append(out.Records, retiredRecordJSON{Container: name, RecordID: res.SnapshotID.String()})
+				if !a.quiet && !a.jsonOutput {
 					fmt.Fprintf(a.stdout, "retired %s on host %s (record %s): no alert for its missing backups until it is backed up again\n",
 						name, h, res.SnapshotID.Str())
 				}
+			}
+			if a.jsonOutput {
+				return a.emitJSON(out)
 			}
 			return nil
 		},
@@ -174,6 +186,22 @@ retention still applies). A backup of the container made after the record
 	f.BoolVar(&undo, "undo", false, "remove the containers' retirement records instead")
 	f.BoolVar(&list, "list", false, "list this host's retired containers")
 	return cmd
+}
+
+// retireJSON is what retire and retire --undo print with --json.
+type retireJSON struct {
+	Action     string   `json:"action"` // retire or undo
+	Host       string   `json:"host"`
+	Containers []string `json:"containers"`
+	// Records are the records saved (retire), RecordsRemoved the IDs of
+	// those removed (undo).
+	Records        []retiredRecordJSON `json:"records,omitempty"`
+	RecordsRemoved []string            `json:"records_removed,omitempty"`
+}
+
+type retiredRecordJSON struct {
+	Container string `json:"container"`
+	RecordID  string `json:"record_id"`
 }
 
 func contains(list []string, s string) bool {

@@ -177,7 +177,7 @@ type nightlyWiring struct {
 // daemon started before the engine, or across an engine restart, recovers
 // by itself. This is the one place that knows both packages.
 func (a *app) nightlyDeps(_ context.Context, cfg nightly.Config, log *slog.Logger) (nightlyWiring, error) {
-	w := &pgWiring{a: a, cfg: cfg, log: log}
+	w := &pgWiring{a: a, cfg: cfg, log: log, progressEvery: a.logProgressEvery()}
 	return nightlyWiring{
 		discover: nightly.DiscoverFunc(w.discover),
 		backup:   w.backup,
@@ -190,6 +190,8 @@ type pgWiring struct {
 	a   *app
 	cfg nightly.Config
 	log *slog.Logger
+	// progressEvery is the interval of the "backup progress" log lines.
+	progressEvery time.Duration
 
 	mu     sync.Mutex
 	docker *client.Client
@@ -245,8 +247,11 @@ func (w *pgWiring) backup(ctx context.Context, r *repo.Repository, t nightly.Tar
 	if err != nil {
 		return nightly.BackupResult{}, err
 	}
+	pl := nightly.StartProgressLog(w.log, t.Name, w.progressEvery)
+	defer pl.Stop()
 	res, err := pgstream.BackupContainer(ctx, d, r, pt, pgstream.BackupOptions{
 		Hostname: w.cfg.Host, ProgramVersion: "scalr-backup " + version(),
+		Progress: func(p repo.BackupProgress) { pl.Update(p.File, p.TotalBytesRead, p.Stats.DataAdded) },
 	})
 	if err != nil {
 		return nightly.BackupResult{}, err
@@ -382,7 +387,7 @@ func (a *app) nightlyRun(ctx context.Context, cfg nightly.Config, w nightlyWirin
 		}
 	}
 	if a.jsonOutput {
-		if err := a.printJSON(rep); err != nil {
+		if err := a.emitJSON(rep); err != nil {
 			return err
 		}
 	} else {
@@ -394,13 +399,15 @@ func (a *app) nightlyRun(ctx context.Context, cfg nightly.Config, w nightlyWirin
 	if rep.Cancelled && ctx.Err() != nil {
 		return ctx.Err()
 	}
+	// The log and the report have said what failed: the exit line must not
+	// say it a third time (reported keeps the error for the exit code).
 	for _, e := range rep.Errors {
 		if e.Stage == "open" {
 			// Keep the repository's own error (and so its exit code).
-			return e.Err
+			return reported{e.Err}
 		}
 	}
-	return rep.Err()
+	return reported{rep.Err()}
 }
 
 // printNightlyReport prints the per-container table and the pass's other

@@ -23,6 +23,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -53,6 +54,7 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20000) i;`)
 	t.Logf("binary, dockerd and container ready in %s", time.Since(begin).Round(time.Millisecond))
 
 	ctx := context.Background()
+	var runBoth func(t *testing.T, env []string, stdin io.Reader, args ...string) (stdout, stderr []byte)
 	dir := filepath.Join(t.TempDir(), "repo")
 	pw := "drill dump " + e2eRandHex(t, 8)
 	r, err := repo.Init(ctx, local.New(dir), pw, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
@@ -77,6 +79,11 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20000) i;`)
 
 	run := func(t *testing.T, env []string, stdin io.Reader, args ...string) []byte {
 		t.Helper()
+		out, _ := runBoth(t, env, stdin, args...)
+		return out
+	}
+	runBoth = func(t *testing.T, env []string, stdin io.Reader, args ...string) ([]byte, []byte) {
+		t.Helper()
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(cctx, bin, args...)
@@ -91,7 +98,10 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20000) i;`)
 			}
 			t.Fatalf("scalr-backup %q: exit %d\nstdout:\n%s\nstderr:\n%s", args, ee.ExitCode(), clip(stdout.Bytes()), clip(stderr.Bytes()))
 		}
-		return stdout.Bytes()
+		if slices.Contains(args, "--json") {
+			checkJSONConvention(t, strings.Join(args, " "), stdout.String())
+		}
+		return stdout.Bytes(), stderr.Bytes()
 	}
 	pgBackup := func(t *testing.T, env []string) string {
 		t.Helper()
@@ -223,6 +233,39 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20000) i;`)
 	if len(recs) != 2 {
 		t.Errorf("scalr-backup snapshots --tag drill,drill-of:%s,drill-passed: %+v", name, recs)
 	}
+	t.Logf("dumps checked at %s", time.Since(begin).Round(time.Millisecond))
+
+	// Issue 13: every --json output of the Postgres commands follows the
+	// one convention (runBoth checks each; pg-backup and drill above too),
+	// and progress shows without a terminal under RESTIC_PROGRESS_FPS.
+	fps := append(slices.Clone(envScalr), "RESTIC_PROGRESS_FPS=50")
+	_, stderr := runBoth(t, fps, nil, "pg-backup", name)
+	if !regexp.MustCompile(`(?m)^\[0:\d\d\] ` + name + `: (starting|dd\.pgdump|postgres\.pgdump|globals\.sql|manifest\.json), [0-9.]+ [KMG]?i?B read, `).Match(stderr) {
+		t.Errorf("pg-backup under RESTIC_PROGRESS_FPS=50 without a terminal: no progress line\n%s", clip(stderr))
+	}
+	_, stderr = runBoth(t, fps, nil, "run", "--json")
+	progressLines := 0
+	for _, l := range e2eLog(t, stderr) {
+		if l["msg"] == "backup progress" {
+			progressLines++
+			if l["container"] != name || l["total_bytes_processed"] == nil || l["data_added"] == nil {
+				t.Errorf("progress log line %v", l)
+			}
+		}
+	}
+	if progressLines == 0 {
+		t.Errorf("run under RESTIC_PROGRESS_FPS=50 logged no \"backup progress\" line:\n%s", clip(stderr))
+	}
+	run(t, envScalr, nil, "discover", "--json")
+	run(t, envScalr, nil, "restore", "--json", "--yes", name, "latest", "--db", "dd")
+	var replaced []pgstream.ReplacedDatabase
+	if err := json.Unmarshal(run(t, envScalr, nil, "previous", "--json", name), &replaced); err != nil || len(replaced) != 1 {
+		t.Fatalf("previous --json: %v %+v", err, replaced)
+	}
+	run(t, envScalr, nil, "previous", "--json", name, "drop", replaced[0].Name, "--yes")
+	run(t, envScalr, nil, "retire", "--json", "scalr-gone-db", "--reason", "test")
+	run(t, envScalr, nil, "retire", "--json", "--list")
+	run(t, envScalr, nil, "retire", "--json", "--undo", "scalr-gone-db")
 	t.Logf("total %s", time.Since(begin).Round(time.Millisecond))
 }
 

@@ -121,7 +121,9 @@ func (a *app) run(ctx context.Context, args []string) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(a.stderr, "scalr-backup: %v\n", err)
+	if !errors.As(err, new(reported)) {
+		fmt.Fprintf(a.stderr, "scalr-backup: %v\n", err)
+	}
 	var locked *repo.LockedError
 	switch {
 	case ctx.Err() != nil:
@@ -137,6 +139,14 @@ func (a *app) run(ctx context.Context, args []string) int {
 	}
 	return exitError
 }
+
+// reported is an error the command has already shown in its own output
+// (run's log and report): the exit line leaves it out and only the exit
+// code and the hint follow from it.
+type reported struct{ err error }
+
+func (r reported) Error() string { return r.err.Error() }
+func (r reported) Unwrap() error { return r.err }
 
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{

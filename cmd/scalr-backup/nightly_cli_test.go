@@ -152,8 +152,8 @@ func TestNightlyRunJSON(t *testing.T) {
 			Container  string  `json:"container"`
 			Status     string  `json:"status"`
 			SnapshotID string  `json:"snapshot_id"`
-			BytesRead  uint64  `json:"bytes_read"`
-			BytesAdded uint64  `json:"bytes_added"`
+			BytesRead  uint64  `json:"total_bytes_processed"`
+			BytesAdded uint64  `json:"data_added"`
 			Seconds    float64 `json:"duration_seconds"`
 		} `json:"targets"`
 		Forget   json.RawMessage `json:"forget"`
@@ -163,6 +163,7 @@ func TestNightlyRunJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("%v:\n%s", err, out)
 	}
+	checkJSONConvention(t, "run --json", out.String())
 	if !rep.OK || rep.Host != "test-host" || len(rep.Targets) != 2 || rep.Forget == nil || rep.Prune == nil || rep.Requests.Saves == 0 {
 		t.Errorf("report %+v", rep)
 	}
@@ -211,6 +212,49 @@ func TestNightlyRunRepositoryErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "config")); err != nil {
 		t.Error("no repository created")
+	}
+}
+
+// A pass that cannot open the repository says so once in the log, once in
+// the report, and the exit line adds only the hint and the exit code: not
+// the same error three times (issue 13).
+func TestNightlyRunFatalErrorOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  func(t *testing.T) map[string]string
+		msg  string
+		code int
+		hint string
+	}{
+		{"no repository", func(t *testing.T) map[string]string {
+			return map[string]string{"RESTIC_REPOSITORY": filepath.Join(t.TempDir(), "none"), "RESTIC_PASSWORD": "pw", "SCALR_BACKUP_HOST": "h"}
+		}, "repository does not exist", exitNoRepo, "scalr-backup init creates the repository"},
+		{"wrong password", func(t *testing.T) map[string]string {
+			env := nightlyEnv(t)
+			env["RESTIC_PASSWORD"] = "wrong"
+			return env
+		}, "wrong password", exitWrongPass, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, args := range [][]string{{"run"}, {"run", "--json"}, {"run", "--log-format", "text"}} {
+				a, out, errb := nightlyApp(tc.env(t))
+				code := a.run(context.Background(), args)
+				all := out.String() + errb.String()
+				if code != tc.code {
+					t.Errorf("%q: exit %d, want %d\n%s", args, code, tc.code, all)
+				}
+				// The error (and the pass's end) in the log; the report.
+				if n := strings.Count(all, tc.msg); n != 2 {
+					t.Errorf("%q: the error appears %d times, want 2 (log, report):\n%s", args, n, all)
+				}
+				if strings.Contains(errb.String(), "scalr-backup: ") {
+					t.Errorf("%q: the exit line repeats the error:\n%s", args, errb)
+				}
+				if tc.hint != "" && !strings.Contains(errb.String(), tc.hint) {
+					t.Errorf("%q: no hint %q:\n%s", args, tc.hint, errb)
+				}
+			}
+		})
 	}
 }
 

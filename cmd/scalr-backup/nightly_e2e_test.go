@@ -676,7 +676,7 @@ type e2eReport struct {
 		Container  string `json:"container"`
 		Status     string `json:"status"`
 		SnapshotID string `json:"snapshot_id"`
-		BytesRead  uint64 `json:"bytes_read"`
+		BytesRead  uint64 `json:"total_bytes_processed"`
 		Error      string `json:"error"`
 	} `json:"targets"`
 	Forget *nightly.ForgetReport `json:"forget"`

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/scalr-platform/scalr-backup/repo"
 )
 
 // progress prints the status of long work on standard error as restic
@@ -25,20 +28,45 @@ type progress struct {
 	line  string
 }
 
+// stderrTerminal reports whether standard error is a terminal.
+func (a *app) stderrTerminal() bool {
+	f, ok := a.stderr.(*os.File)
+	return ok && isTerminalFd(f.Fd())
+}
+
+// progressFPS is RESTIC_PROGRESS_FPS (at most 60), or 0 when unset or not
+// a positive number.
+func (a *app) progressFPS() float64 {
+	if v := a.getenv("RESTIC_PROGRESS_FPS"); v != "" {
+		if n, err := strconv.ParseFloat(v, 64); err == nil && n > 0 {
+			return min(n, 60)
+		}
+	}
+	return 0
+}
+
+// logProgressEvery is how often run and daemon log a running backup's
+// progress: at RESTIC_PROGRESS_FPS when set; else every 2 s when the log
+// goes to a terminal, and every 30 s into a daemon's or cron's log, which
+// is enough to see that a long dump moves without flooding it.
+func (a *app) logProgressEvery() time.Duration {
+	if fps := a.progressFPS(); fps > 0 {
+		return time.Duration(float64(time.Second) / fps)
+	}
+	if a.stderrTerminal() {
+		return 2 * time.Second
+	}
+	return 30 * time.Second
+}
+
 // newProgress returns nil when no progress is to be shown; a nil
 // *progress accepts every call.
 func (a *app) newProgress() *progress {
 	if a.quiet || a.jsonOutput {
 		return nil
 	}
-	f, ok := a.stderr.(*os.File)
-	terminal := ok && isTerminalFd(f.Fd())
-	fps := 0.0
-	if v := a.getenv("RESTIC_PROGRESS_FPS"); v != "" {
-		if n, err := strconv.ParseFloat(v, 64); err == nil && n > 0 {
-			fps = min(n, 60)
-		}
-	}
+	terminal := a.stderrTerminal()
+	fps := a.progressFPS()
 	switch {
 	case fps > 0:
 	case terminal:
@@ -86,6 +114,77 @@ func (p *progress) done() {
 		fmt.Fprintln(p.w)
 	}
 	p.shown = false
+}
+
+// clear removes the status line from a terminal (the next output starts
+// on a clean line); without a terminal the printed lines stay.
+func (p *progress) clear() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.terminal && p.shown {
+		fmt.Fprint(p.w, "\r\x1b[2K")
+	}
+	p.shown = false
+}
+
+// backupMeter shows a running backup on a progress (see newProgress):
+// elapsed time, the file being read (for pg-backup, "container: file"),
+// bytes read over all files, rate, bytes added. The line is redrawn on a
+// timer, not only when a chunk is stored, so a dump that stalls shows its
+// clock running. stop ends it and clears a terminal's line.
+func (a *app) backupMeter(container string) (update func(repo.BackupProgress), stop func()) {
+	p := a.newProgress()
+	if p == nil {
+		return func(repo.BackupProgress) {}, func() {}
+	}
+	var (
+		mu   sync.Mutex
+		last repo.BackupProgress
+	)
+	start := time.Now()
+	render := func() string {
+		mu.Lock()
+		bp := last
+		mu.Unlock()
+		what := path.Base(bp.File)
+		if bp.File == "" {
+			what = "starting"
+		}
+		if container != "" {
+			what = container + ": " + what
+		}
+		rate := uint64(float64(bp.TotalBytesRead) / max(time.Since(start).Seconds(), 0.001))
+		return fmt.Sprintf("%s %s, %s read, %s/s, %s added", elapsed(start), what,
+			bytesHuman(bp.TotalBytesRead), bytesHuman(rate), bytesHuman(bp.Stats.DataAdded))
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(p.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				p.set(render(), true)
+			case <-done:
+				return
+			}
+		}
+	}()
+	update = func(bp repo.BackupProgress) {
+		mu.Lock()
+		last = bp
+		mu.Unlock()
+	}
+	stop = func() {
+		close(done)
+		<-finished
+		p.clear()
+	}
+	return update, stop
 }
 
 // elapsed is restic's [m:ss] prefix.
