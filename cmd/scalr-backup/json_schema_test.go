@@ -4,11 +4,14 @@ package main
 // object keys in snake_case, except the fields restic itself names
 // otherwise where the command is restic's (key list: userName, hostName);
 // IDs in full (64 hex digits) under "id" and "*_id" keys, "short_id" the
-// only abbreviation.
+// only abbreviation. The repository commands are checked here; run --json
+// in TestNightlyRunJSON; discover, pg-backup, drill, restore, previous and
+// retire against real Postgres in TestDrillLeavesDumpLatestAndHostIdentity.
 
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -76,7 +79,7 @@ func TestJSONConvention(t *testing.T) {
 		}
 		return res.stdout
 	}
-	for _, args := range [][]string{{"version", "--json"}} {
+	for _, args := range [][]string{{"version", "--json"}, {"init", "--json", "-r", filepath.Join(t.TempDir(), "new")}} {
 		checkJSONConvention(t, strings.Join(args, " "), run(nil, args...))
 	}
 	for i := 0; i < 3; i++ {
