@@ -9,10 +9,12 @@ import (
 // Location is a parsed repository location: which kind of backend holds the
 // repository and the backend-specific rest of the string.
 type Location struct {
-	// Scheme is "local" or "s3".
+	// Scheme is "local", "s3" or "sftp".
 	Scheme string
-	// Path is a directory for "local" and, for "s3", everything after the
-	// "s3:" prefix, unchanged (the S3 backend parses it further).
+	// Path is a directory for "local" and, for "s3" and "sftp", everything
+	// after the "s3:" or "sftp:" prefix, unchanged (the backend parses it
+	// further: "user@host:/dir", or "//user@host:port/dir" from the URL
+	// form "sftp://…").
 	Path string
 }
 
@@ -24,7 +26,6 @@ func (l Location) String() string {
 // unsupportedSchemes are the location prefixes restic understands but this
 // project does not implement.
 var unsupportedSchemes = map[string]bool{
-	"sftp":   true,
 	"rest":   true,
 	"b2":     true,
 	"azure":  true,
@@ -34,14 +35,15 @@ var unsupportedSchemes = map[string]bool{
 }
 
 // ParseLocation interprets a repository location the way restic does for the
-// backends this project supports: "local:DIR", "s3:…", or a plain directory.
+// backends this project supports: "local:DIR", "s3:…", "sftp:…", or a plain
+// directory.
 //
 // As in restic, the text before the first ':' picks the backend. A string
 // with a ':' whose prefix is not a known backend is accepted as a directory
 // only when it clearly is a path (it starts with "/", "\", "../", "..\" or
 // a drive such as "C:\" or "C:/"); anything else is ambiguous and needs an
 // explicit "local:" prefix. Backend names restic knows but this project does
-// not implement (sftp, rest, b2, azure, gs, swift, rclone) are rejected.
+// not implement (rest, b2, azure, gs, swift, rclone) are rejected.
 func ParseLocation(s string) (Location, error) {
 	if s == "" {
 		return Location{}, errors.New("empty repository location")
@@ -67,8 +69,16 @@ func ParseLocation(s string) (Location, error) {
 			return Location{}, fmt.Errorf("invalid repository location %q: nothing after s3:", s)
 		}
 		return Location{Scheme: "s3", Path: rest}, nil
+	case scheme == "sftp":
+		if !hasColon {
+			return Location{}, fmt.Errorf("invalid repository location %q: use sftp:user@host:/dir, or ./sftp for a directory named sftp", s)
+		}
+		if rest == "" {
+			return Location{}, fmt.Errorf("invalid repository location %q: nothing after sftp:", s)
+		}
+		return Location{Scheme: "sftp", Path: rest}, nil
 	case unsupportedSchemes[scheme]:
-		return Location{}, fmt.Errorf("repository location %q: the %s backend is not supported by scalr-backup: use s3:… or a local path", s, scheme)
+		return Location{}, fmt.Errorf("repository location %q: the %s backend is not supported by scalr-backup: use s3:…, sftp:… or a local path", s, scheme)
 	}
 
 	if hasColon && !looksLikePath(s) {

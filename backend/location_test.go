@@ -30,6 +30,9 @@ func TestParseLocationAccepted(t *testing.T) {
 		{"s3:s3.amazonaws.com/bucket/prefix", Location{"s3", "s3.amazonaws.com/bucket/prefix"}},
 		{"s3:https://host:9000/bucket", Location{"s3", "https://host:9000/bucket"}},
 		{"s3:http://127.0.0.1:7070/b/p/q", Location{"s3", "http://127.0.0.1:7070/b/p/q"}},
+		{"sftp:user@host:/srv/repo", Location{"sftp", "user@host:/srv/repo"}},
+		{"sftp:host:relative/repo", Location{"sftp", "host:relative/repo"}},
+		{"sftp://user@host:2222//srv/repo", Location{"sftp", "//user@host:2222//srv/repo"}},
 		{"sftpdir", Location{"local", "sftpdir"}},
 		{"s3bucket/x", Location{"local", "s3bucket/x"}},
 	}
@@ -55,7 +58,9 @@ func TestParseLocationRejected(t *testing.T) {
 		{"s3:", "nothing after s3:"},
 		{"local", "local:DIR"},
 		{"s3", "s3:"},
-		{"sftp:user@host:/srv/repo", "not supported by scalr-backup: use s3:… or a local path"},
+		{"sftp:", "nothing after sftp:"},
+		{"sftp", "sftp:user@host:/dir"},
+		{"rest:https://host:8000/", "not supported by scalr-backup: use s3:…, sftp:… or a local path"},
 		{"rest:https://host:8000/", "not supported by scalr-backup"},
 		{"b2:bucket:path", "not supported by scalr-backup"},
 		{"azure:container:/path", "not supported by scalr-backup"},
@@ -85,7 +90,7 @@ func TestParseLocationRejected(t *testing.T) {
 }
 
 func TestLocationString(t *testing.T) {
-	for _, s := range []string{"local:/srv/repo", "s3:https://host:9000/bucket"} {
+	for _, s := range []string{"local:/srv/repo", "s3:https://host:9000/bucket", "sftp:u@h:/srv/repo"} {
 		loc, err := ParseLocation(s)
 		if err != nil {
 			t.Fatal(err)

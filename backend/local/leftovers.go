@@ -13,29 +13,10 @@ import (
 	"github.com/scalr-platform/scalr-backup/backend"
 )
 
-// tempPrefix starts the name of every temporary file Save writes.
-const tempPrefix = ".tmp-"
-
-// leftoverFolders are the folders, relative to the repository, where Save
-// writes temporary files: the repository itself (config), the folders of
-// the file types but data, and data/00 … data/ff.
-func leftoverFolders() []string {
-	dirs := []string{"."}
-	for _, ft := range backend.FileTypes {
-		if ft != backend.PackFile {
-			dirs = append(dirs, folders[ft])
-		}
-	}
-	for i := 0; i < 256; i++ {
-		dirs = append(dirs, fmt.Sprintf("data/%02x", i))
-	}
-	return dirs
-}
-
 // ListLeftovers reports the temporary files of interrupted saves (".tmp-…"
 // regular files) in the repository's folders.
 func (b *Backend) ListLeftovers(ctx context.Context, fn func(backend.Leftover) error) error {
-	for _, rel := range leftoverFolders() {
+	for _, rel := range backend.TempFolders() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -47,7 +28,7 @@ func (b *Backend) ListLeftovers(ctx context.Context, fn func(backend.Leftover) e
 			return wrap("list", rel, err)
 		}
 		for _, e := range entries {
-			if !strings.HasPrefix(e.Name(), tempPrefix) || !e.Type().IsRegular() {
+			if !strings.HasPrefix(e.Name(), backend.TempPrefix) || !e.Type().IsRegular() {
 				continue
 			}
 			fi, err := e.Info()
@@ -71,23 +52,8 @@ func (b *Backend) RemoveLeftover(ctx context.Context, p string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	dir, name := path.Split(p)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		dir = "."
-	}
-	ok := strings.HasPrefix(name, tempPrefix) && !strings.ContainsAny(name, `/\`+"\x00")
-	if ok {
-		ok = false
-		for _, f := range leftoverFolders() {
-			if f == dir {
-				ok = true
-				break
-			}
-		}
-	}
-	if !ok {
-		return backend.Permanent(fmt.Errorf("remove %q: not a temporary file of this repository", p))
+	if err := backend.CheckTempPath(p); err != nil {
+		return err
 	}
 	full := filepath.Join(b.dir, filepath.FromSlash(p))
 	fi, err := os.Lstat(full)

@@ -97,15 +97,6 @@ func (b *Backend) Location() string { return "local:" + b.dir }
 // Path returns the absolute path of the repository.
 func (b *Backend) Path() string { return b.dir }
 
-// folders of the file types, relative to the repository.
-var folders = map[backend.FileType]string{
-	backend.KeyFile:      "keys",
-	backend.SnapshotFile: "snapshots",
-	backend.IndexFile:    "index",
-	backend.LockFile:     "locks",
-	backend.PackFile:     "data",
-}
-
 // Create makes the repository's folders: dir itself, keys, snapshots, index,
 // locks, data and data/00 … data/ff. It fails if a config file exists. What
 // no retry can fix (permission denied, a read-only or full file system, a
@@ -128,11 +119,8 @@ func (b *Backend) Create(ctx context.Context) error {
 		return fail(err)
 	}
 	dirs := []string{b.dir}
-	for _, ft := range backend.FileTypes {
-		dirs = append(dirs, filepath.Join(b.dir, folders[ft]))
-	}
-	for i := 0; i < 256; i++ {
-		dirs = append(dirs, filepath.Join(b.dir, "data", fmt.Sprintf("%02x", i)))
+	for _, d := range backend.LayoutFolders() {
+		dirs = append(dirs, filepath.Join(b.dir, filepath.FromSlash(d)))
 	}
 	for _, d := range dirs {
 		if err := os.MkdirAll(d, b.modes.dir); err != nil {
@@ -145,33 +133,12 @@ func (b *Backend) Create(ctx context.Context) error {
 // paths returns h's path relative to the repository (with '/', for messages)
 // and its absolute path, or an error for a handle that cannot name a file.
 func (b *Backend) paths(h backend.Handle) (rel, abs string, err error) {
-	if err := h.Valid(); err != nil {
+	rel, err = backend.LayoutPath(h)
+	if err != nil {
 		return "", "", err
-	}
-	if h.Type == backend.ConfigFile {
-		return "config", filepath.Join(b.dir, "config"), nil
-	}
-	name := h.Name
-	if strings.ContainsAny(name, `/\`+"\x00") || strings.HasPrefix(name, ".") {
-		return "", "", fmt.Errorf("invalid handle %s/%q: not a plain file name", h.Type, name)
-	}
-	if h.Type == backend.PackFile {
-		if len(name) < 2 {
-			return "", "", fmt.Errorf("invalid handle data/%q: shorter than its two-character folder", name)
-		}
-		rel = "data/" + name[:2] + "/" + name
-	} else {
-		rel = folders[h.Type] + "/" + name
 	}
 	return rel, filepath.Join(b.dir, filepath.FromSlash(rel)), nil
 }
-
-// notExistError reports a missing file: it matches both backend.ErrNotExist
-// and the operating system's error.
-type notExistError struct{ err error }
-
-func (e *notExistError) Error() string   { return backend.ErrNotExist.Error() }
-func (e *notExistError) Unwrap() []error { return []error{backend.ErrNotExist, e.err} }
 
 // wrap adds the operation and the file to err, marks missing files with
 // backend.ErrNotExist and what retries cannot fix as permanent.
@@ -179,10 +146,7 @@ func wrap(op, rel string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, backend.ErrNotExist) {
-		err = &notExistError{err: err}
-	}
-	err = fmt.Errorf("%s %s: %w", op, rel, err)
+	err = fmt.Errorf("%s %s: %w", op, rel, backend.NotExist(err))
 	if backend.Unfixable(err) {
 		return backend.Permanent(err)
 	}
@@ -220,13 +184,13 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 	}
 
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, tempPrefix)
+	f, err := os.CreateTemp(dir, backend.TempPrefix)
 	if errors.Is(err, fs.ErrNotExist) {
 		// A folder is missing (a repository made by another tool, say).
 		if mkErr := os.MkdirAll(dir, b.modes.dir); mkErr != nil {
 			return mkErr
 		}
-		f, err = os.CreateTemp(dir, tempPrefix)
+		f, err = os.CreateTemp(dir, backend.TempPrefix)
 	}
 	if err != nil {
 		return err
@@ -452,7 +416,7 @@ func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo,
 // finds them); files directly in data/ are ignored. A missing folder lists
 // as empty. An error from fn stops the listing and is returned.
 func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
-	folder, ok := folders[t]
+	folder, ok := backend.Folder(t)
 	if !ok {
 		return fmt.Errorf("list %q: not a listable file type", string(t))
 	}

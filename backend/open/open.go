@@ -1,8 +1,8 @@
-// Package open turns a repository location ("local:DIR", "s3:…" or a plain
-// directory) into a ready backend, wrapped as the rest of the project
-// expects:
+// Package open turns a repository location ("local:DIR", "s3:…", "sftp:…"
+// or a plain directory) into a ready backend, wrapped as the rest of the
+// project expects:
 //
-//	Retry(Counting(local or s3))
+//	Retry(Counting(local, s3 or sftp))
 //
 // Counting sits below Retry so that it counts every real request, retries
 // included; the Retry's Report also feeds Counting's retry count.
@@ -17,6 +17,7 @@ import (
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/backend/local"
 	"github.com/scalr-platform/scalr-backup/backend/s3"
+	"github.com/scalr-platform/scalr-backup/backend/sftp"
 )
 
 // Options configure Open and Create.
@@ -41,14 +42,14 @@ type Opened struct {
 }
 
 // Open opens the repository at location. For a local directory the
-// repository must exist (errors wrap backend.ErrNoRepository); for S3 no
-// request is made until the first operation.
+// repository must exist (errors wrap backend.ErrNoRepository); for S3 and
+// SFTP no request is made until the first operation.
 func Open(ctx context.Context, location string, opts Options) (*Opened, error) {
 	return open(ctx, location, opts, false)
 }
 
 // Create prepares location for a new repository (folders for a local
-// directory, the bucket for S3 when missing) and opens it.
+// directory or over SFTP, the bucket for S3 when missing) and opens it.
 func Create(ctx context.Context, location string, opts Options) (*Opened, error) {
 	return open(ctx, location, opts, true)
 }
@@ -94,6 +95,28 @@ func open(ctx context.Context, location string, opts Options, create bool) (*Ope
 			}
 		}
 		sb, err := s3.Open(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		be = sb
+	case "sftp":
+		cfg, err := sftp.ParseConfig(loc.Path)
+		if err != nil {
+			return nil, err
+		}
+		getenv := opts.Getenv
+		if getenv == nil {
+			getenv = os.Getenv
+		}
+		cfg.ApplyEnv(getenv)
+		for _, o := range ext {
+			if err := cfg.ApplyOption(o.key, o.value); err != nil {
+				return nil, err
+			}
+		}
+		// No connection yet: the first operation connects, inside the
+		// retries below.
+		sb, err := sftp.New(cfg)
 		if err != nil {
 			return nil, err
 		}

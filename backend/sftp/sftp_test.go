@@ -1,0 +1,136 @@
+//go:build linux
+
+package sftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalr-platform/scalr-backup/backend"
+	"github.com/scalr-platform/scalr-backup/backend/backendtest"
+	"github.com/scalr-platform/scalr-backup/internal/testenv"
+)
+
+// testConfig is the configuration of location on srv with the server's
+// key and known_hosts, and an empty HOME (no ~/.ssh of the machine's).
+func testConfig(t testing.TB, srv *testenv.SSHServer, location string) Config {
+	t.Helper()
+	loc, err := backend.ParseLocation(location)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig(loc.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ApplyEnv(func(string) string { return "" })
+	cfg.Home = t.TempDir()
+	for _, o := range srv.Options() {
+		k, v, _ := strings.Cut(o, "=")
+		if err := cfg.ApplyOption(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cfg
+}
+
+func newTestBackend(t testing.TB, cfg Config) *Backend {
+	t.Helper()
+	be, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	return be
+}
+
+func createRepo(t testing.TB, srv *testenv.SSHServer, dir string) *Backend {
+	t.Helper()
+	be := newTestBackend(t, testConfig(t, srv, srv.Location(dir)))
+	if err := be.Create(context.Background()); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return be
+}
+
+// TestContract runs the backend contract against a real sshd, through
+// the retry and counting decorators as open stacks them, with one
+// connection slot (List must not hold it while fn runs).
+func TestContract(t *testing.T) {
+	srv := testenv.StartSSH(t)
+	n := 0
+	t.Run("plain", func(t *testing.T) {
+		backendtest.RunContract(t, func(t *testing.T) backend.Backend {
+			n++
+			return createRepo(t, srv, filepath.Join(t.TempDir(), fmt.Sprintf("repo%d", n)))
+		})
+	})
+	t.Run("decorated", func(t *testing.T) {
+		backendtest.RunContract(t, func(t *testing.T) backend.Backend {
+			n++
+			cfg := testConfig(t, srv, srv.Location(filepath.Join(t.TempDir(), fmt.Sprintf("repo%d", n))))
+			cfg.Connections = 1
+			be := newTestBackend(t, cfg)
+			if err := be.Create(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			return backend.NewRetry(backend.NewCounting(be), backend.RetryOptions{InitialDelay: time.Millisecond})
+		})
+	})
+}
+
+// TestLayout: the folders Create makes, where files land, that they are
+// read-only and that a relative location is under the session's start
+// folder.
+func TestLayout(t *testing.T) {
+	srv := testenv.StartSSH(t)
+	ctx := context.Background()
+	be := createRepo(t, srv, "rel/repo")
+	root := filepath.Join(srv.StartDir, "rel", "repo")
+	for _, d := range []string{"keys", "snapshots", "index", "locks", "data", "data/00", "data/ff"} {
+		fi, err := os.Stat(filepath.Join(root, d))
+		if err != nil || !fi.IsDir() {
+			t.Fatalf("folder %s after Create: %v", d, err)
+		}
+	}
+	id := strings.Repeat("ab", 32)
+	if err := be.Save(ctx, backend.Handle{Type: backend.PackFile, Name: id}, backend.BytesSource([]byte("pack"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Save(ctx, backend.Handle{Type: backend.ConfigFile}, backend.BytesSource([]byte("cfg"))); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(root, "data", "ab", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o400 {
+		t.Errorf("saved pack has mode %o, want 0400", fi.Mode().Perm())
+	}
+	if _, err := os.Stat(filepath.Join(root, "config")); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing else: no temporary file left.
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), backend.TempPrefix) {
+			t.Errorf("temporary file left: %s", p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Create(ctx); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("Create over a repository: %v, want fs.ErrExist", err)
+	}
+	if got := be.Location(); got != srv.Location("rel/repo") {
+		t.Errorf("Location() = %q, want %q", got, srv.Location("rel/repo"))
+	}
+}
