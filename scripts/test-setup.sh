@@ -4,6 +4,8 @@
 #   restic 0.14   Debian's package (/usr/bin/restic), installed with apt-get
 #   restic 0.18.1 built with `go install` into CACHE/tools/restic-0.18.1/restic
 #   promtool      Debian's prometheus package (/usr/bin/promtool), apt-get
+#   sshd          Debian's openssh-server (/usr/sbin/sshd), apt-get; its service
+#                 is not started (tests run their own sshd on a loopback port)
 #   versitygw     by scripts/install-versitygw.sh, when that script exists
 #
 # CACHE is $SCALR_BACKUP_CACHE, else $XDG_CACHE_HOME/scalr-backup, else
@@ -97,6 +99,37 @@ else
 	command -v promtool >/dev/null 2>&1 || die "apt-get finished but promtool is not on PATH"
 fi
 
+# --- sshd: Debian's openssh-server ---------------------------------------------
+# For the SFTP backend's tests (internal/testenv/sshserver.go): they start
+# /usr/sbin/sshd themselves with their own config, host key and client key on
+# a loopback port, and stop it by PID. The package's service must not start,
+# so a policy-rc.d that denies it is in place while apt-get runs (kept if the
+# machine has its own). restic reaches the server through the ssh client
+# (openssh-client, which openssh-server depends on).
+
+if [[ -x /usr/sbin/sshd ]] && command -v ssh >/dev/null 2>&1; then
+	say "sshd is installed ($(dpkg-query -W -f='${Version}' openssh-server 2>/dev/null || echo 'not from a package'))"
+else
+	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: sshd comes from Debian's openssh-server package"
+	export DEBIAN_FRONTEND=noninteractive
+	policy=/usr/sbin/policy-rc.d
+	own_policy=false
+	if [[ ! -e $policy ]]; then
+		as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+		own_policy=true
+	fi
+	say "running apt-get update (sshd is not installed)"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	say "installing Debian package openssh-server (its service is not started)"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		-o Dpkg::Use-Pty=0 openssh-server
+	if $own_policy; then
+		as_root rm -f "$policy"
+	fi
+	[[ -x /usr/sbin/sshd ]] || die "apt-get finished but /usr/sbin/sshd is missing"
+	command -v ssh >/dev/null 2>&1 || die "apt-get finished but the ssh client is not on PATH"
+fi
+
 # --- restic 0.18.1: go install into the cache ---------------------------------
 
 restic_dir=$cache/tools/restic-$RESTIC_GO_VERSION
@@ -145,6 +178,7 @@ say "versions found:"
 say "  /usr/bin/restic: $(/usr/bin/restic version)"
 say "  $restic_bin: $("$restic_bin" version)"
 say "  promtool: $(promtool --version 2>&1 | head -n 1)"
+say "  sshd: $(/usr/sbin/sshd -V 2>&1 | head -n 1)"
 shopt -s nullglob
 for bin in "$cache"/tools/*/*; do
 	[[ -f $bin && -x $bin ]] || continue
