@@ -323,14 +323,6 @@ func discoveredNames(rep *Report) []string {
 	return out
 }
 
-func targetsOf(rep *Report) []Target {
-	var out []Target
-	for _, name := range discoveredNames(rep) {
-		out = append(out, Target{Name: name})
-	}
-	return out
-}
-
 // ObserveInventory records what the repository holds for this host
 // (snapshot counts, newest backups, drills, retirements). With targets
 // non-nil it also sets the containers discovered now.

@@ -81,9 +81,9 @@ type Options struct {
 // environment variable's or a label's value: entries separated by commas or
 // white space) and checks it; "" gives nil (every database).
 func ParseDatabases(s string) ([]string, error) {
-	var out []string
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
-		out = append(out, f)
+	out := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	if len(out) == 0 {
+		out = nil // "" is every database, as documented
 	}
 	return out, CheckDatabases(out)
 }

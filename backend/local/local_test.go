@@ -54,10 +54,7 @@ func hexID(prefix string) string {
 
 func TestCreateLayout(t *testing.T) {
 	be := newRepo(t)
-	var want []string
-	for _, d := range []string{"", "keys", "snapshots", "index", "locks", "data"} {
-		want = append(want, d)
-	}
+	want := []string{"", "keys", "snapshots", "index", "locks", "data"}
 	for i := 0; i < 256; i++ {
 		want = append(want, fmt.Sprintf("data/%02x", i))
 	}

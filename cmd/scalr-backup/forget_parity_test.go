@@ -221,13 +221,6 @@ func TestForgetCLI(t *testing.T) {
 // rounds in another time zone.
 const parityChildEnv = "SCALR_FORGET_PARITY_CHILD"
 
-// forgetOutcome is one forget run's decision, normalised for comparison.
-type forgetOutcome struct {
-	failed bool
-	errMsg string
-	groups map[string]groupOutcome // by group key
-}
-
 type groupOutcome struct {
 	Keep, Remove []string
 	Reasons      []string // "id: match, match"

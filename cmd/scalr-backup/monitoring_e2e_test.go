@@ -276,10 +276,7 @@ func monExpectedSet(t *testing.T, fx *e2eFixture) {
 	if v := m.must(t, "scalr_backup_healthy", ""); v != 0 {
 		t.Errorf("scalr_backup_healthy %v", v)
 	}
-	var stale []string
-	for _, l := range e2eReadLines(t, hook)[len(failHooks):] {
-		stale = append(stale, l)
-	}
+	stale := e2eReadLines(t, hook)[len(failHooks):]
 	count := map[string]int{}
 	for _, l := range stale {
 		f := strings.Split(l, "|")

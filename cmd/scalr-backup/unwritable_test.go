@@ -78,7 +78,7 @@ func unwRun(t *testing.T, bin string, prefix []string, env []string, c unwCase) 
 	if code == 0 || took > unwLimit || !strings.Contains(line, c.want) {
 		t.Errorf("%s: want a failure within %s naming %q, got exit %d after %s: %s", c.name, unwLimit, c.want, code, took, res)
 	}
-	if strings.Contains(string(stderr.Bytes()), "storage retry") || strings.Contains(line, "attempts") {
+	if strings.Contains(stderr.String(), "storage retry") || strings.Contains(line, "attempts") {
 		t.Errorf("%s: retried: %s", c.name, res)
 	}
 }
