@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -87,97 +89,13 @@ retention still applies). A backup of the container made after the record
 			if err != nil {
 				return err
 			}
-			inv := map[string]nightly.ContainerState{}
-			for _, st := range nightly.Inventory(snaps, h) {
-				inv[st.Container] = st
-			}
 			switch {
 			case list:
-				rows := []retiredRow{}
-				for _, st := range nightly.Inventory(snaps, h) {
-					if !st.Retired.IsZero() {
-						rows = append(rows, retiredRow{Container: st.Container, Retired: st.Retired, Newest: st.Newest, Active: st.IsRetired()})
-					}
-				}
-				if a.jsonOutput {
-					return a.emitJSON(rows)
-				}
-				if len(rows) == 0 {
-					fmt.Fprintf(a.stdout, "no container of host %s is retired\n", h)
-					return nil
-				}
-				tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "CONTAINER\tRETIRED\tNEWEST BACKUP\tSTATE")
-				for _, row := range rows {
-					state, newest := "retired", "-"
-					if !row.Active {
-						state = "backed up since: expected again"
-					}
-					if !row.Newest.IsZero() {
-						newest = row.Newest.UTC().Format(time.RFC3339)
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", row.Container, row.Retired.UTC().Format(time.RFC3339), newest, state)
-				}
-				return tw.Flush()
-
+				return a.retireList(h, snaps)
 			case undo:
-				var ids []repo.ID
-				for _, sn := range snaps {
-					if name, ok := nightly.RetiredOf(sn); ok && sn.Hostname == h && contains(args, name) {
-						ids = append(ids, sn.ID)
-					}
-				}
-				if len(ids) == 0 {
-					return fmt.Errorf("no retirement record of %s on host %s", strings.Join(args, ", "), h)
-				}
-				removed, err := r.RemoveSnapshots(ctx, ids)
-				if err != nil {
-					return fmt.Errorf("remove the retirement records: %w", err)
-				}
-				if a.jsonOutput {
-					out := retireJSON{Host: h, Containers: args, Action: "undo", RecordsRemoved: []string{}}
-					for _, id := range removed {
-						out.RecordsRemoved = append(out.RecordsRemoved, id.String())
-					}
-					return a.emitJSON(out)
-				}
-				if !a.quiet {
-					fmt.Fprintf(a.stdout, "removed %d retirement record(s) of %s on host %s: expected again\n", len(removed), strings.Join(args, ", "), h)
-				}
-				return nil
+				return a.retireUndo(ctx, r, h, snaps, args)
 			}
-
-			out := retireJSON{Host: h, Containers: args, Action: "retire", Records: []retiredRecordJSON{}}
-			for _, name := range args {
-				st, known := inv[name]
-				if !known || st.Newest.IsZero() {
-					a.warnf("host %s has no backup of container %s in this repository: retiring it anyway", h, name)
-				}
-				rec := retireRecord{Container: name, Host: h, Time: time.Now().UTC(), Reason: reason, Program: "scalr-backup " + version()}
-				buf, err := json.MarshalIndent(rec, "", "  ")
-				if err != nil {
-					return err
-				}
-				res, err := r.BackupStream(ctx, repo.Stream{
-					Name:   strings.TrimPrefix(nightly.RetiredRecordPath(name), "/"),
-					Reader: strings.NewReader(string(buf) + "\n"),
-				}, repo.BackupOptions{
-					Tags:     []string{nightly.RetiredTag, nightly.RetiredOfTag(name)},
-					Hostname: h, Time: rec.Time, ProgramVersion: rec.Program,
-				})
-				if err != nil {
-					return fmt.Errorf("retire %s: %w", name, err)
-				}
-				out.Records = append(out.Records, retiredRecordJSON{Container: name, RecordID: res.SnapshotID.String()})
-				if !a.quiet && !a.jsonOutput {
-					fmt.Fprintf(a.stdout, "retired %s on host %s (record %s): no alert for its missing backups until it is backed up again\n",
-						name, h, res.SnapshotID.Str())
-				}
-			}
-			if a.jsonOutput {
-				return a.emitJSON(out)
-			}
-			return nil
+			return a.retire(ctx, r, h, snaps, args, reason)
 		},
 	}
 	f := cmd.Flags()
@@ -204,11 +122,98 @@ type retiredRecordJSON struct {
 	RecordID  string `json:"record_id"`
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+// retireList prints host h's retired containers.
+func (a *app) retireList(h string, snaps []*repo.Snapshot) error {
+	rows := []retiredRow{}
+	for _, st := range nightly.Inventory(snaps, h) {
+		if !st.Retired.IsZero() {
+			rows = append(rows, retiredRow{Container: st.Container, Retired: st.Retired, Newest: st.Newest, Active: st.IsRetired()})
 		}
 	}
-	return false
+	if a.jsonOutput {
+		return a.emitJSON(rows)
+	}
+	if len(rows) == 0 {
+		fmt.Fprintf(a.stdout, "no container of host %s is retired\n", h)
+		return nil
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONTAINER\tRETIRED\tNEWEST BACKUP\tSTATE")
+	for _, row := range rows {
+		state, newest := "retired", "-"
+		if !row.Active {
+			state = "backed up since: expected again"
+		}
+		if !row.Newest.IsZero() {
+			newest = row.Newest.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", row.Container, row.Retired.UTC().Format(time.RFC3339), newest, state)
+	}
+	return tw.Flush()
+}
+
+// retireUndo removes host h's retirement records of the containers.
+func (a *app) retireUndo(ctx context.Context, r *repo.Repository, h string, snaps []*repo.Snapshot, containers []string) error {
+	var ids []repo.ID
+	for _, sn := range snaps {
+		if name, ok := nightly.RetiredOf(sn); ok && sn.Hostname == h && slices.Contains(containers, name) {
+			ids = append(ids, sn.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("no retirement record of %s on host %s", strings.Join(containers, ", "), h)
+	}
+	removed, err := r.RemoveSnapshots(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("remove the retirement records: %w", err)
+	}
+	if a.jsonOutput {
+		out := retireJSON{Host: h, Containers: containers, Action: "undo", RecordsRemoved: []string{}}
+		for _, id := range removed {
+			out.RecordsRemoved = append(out.RecordsRemoved, id.String())
+		}
+		return a.emitJSON(out)
+	}
+	if !a.quiet {
+		fmt.Fprintf(a.stdout, "removed %d retirement record(s) of %s on host %s: expected again\n", len(removed), strings.Join(containers, ", "), h)
+	}
+	return nil
+}
+
+// retire saves a retirement record for each container, on host h.
+func (a *app) retire(ctx context.Context, r *repo.Repository, h string, snaps []*repo.Snapshot, containers []string, reason string) error {
+	inv := map[string]nightly.ContainerState{}
+	for _, st := range nightly.Inventory(snaps, h) {
+		inv[st.Container] = st
+	}
+	out := retireJSON{Host: h, Containers: containers, Action: "retire", Records: []retiredRecordJSON{}}
+	for _, name := range containers {
+		if st, known := inv[name]; !known || st.Newest.IsZero() {
+			a.warnf("host %s has no backup of container %s in this repository: retiring it anyway", h, name)
+		}
+		rec := retireRecord{Container: name, Host: h, Time: time.Now().UTC(), Reason: reason, Program: "scalr-backup " + version()}
+		buf, err := json.MarshalIndent(rec, "", "  ")
+		if err != nil {
+			return err
+		}
+		res, err := r.BackupStream(ctx, repo.Stream{
+			Name:   strings.TrimPrefix(nightly.RetiredRecordPath(name), "/"),
+			Reader: strings.NewReader(string(buf) + "\n"),
+		}, repo.BackupOptions{
+			Tags:     []string{nightly.RetiredTag, nightly.RetiredOfTag(name)},
+			Hostname: h, Time: rec.Time, ProgramVersion: rec.Program,
+		})
+		if err != nil {
+			return fmt.Errorf("retire %s: %w", name, err)
+		}
+		out.Records = append(out.Records, retiredRecordJSON{Container: name, RecordID: res.SnapshotID.String()})
+		if !a.quiet && !a.jsonOutput {
+			fmt.Fprintf(a.stdout, "retired %s on host %s (record %s): no alert for its missing backups until it is backed up again\n",
+				name, h, res.SnapshotID.Str())
+		}
+	}
+	if a.jsonOutput {
+		return a.emitJSON(out)
+	}
+	return nil
 }
