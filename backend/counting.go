@@ -2,9 +2,11 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
+	"time"
 )
 
 // Counts is what a Counting backend has seen. Each field maps to requests
@@ -26,6 +28,11 @@ type Counts struct {
 	ListPages int64 `json:"list_pages"`
 	// Removes counts Remove calls (DELETE).
 	Removes int64 `json:"removes"`
+	// RetentionExtends counts ExtendRetention calls (one
+	// PutObjectRetention each: S3 has no batch form). They are writes, R2
+	// class A operations. Reading a retention (RetainUntil) is a HEAD and
+	// counts in Stats.
+	RetentionExtends int64 `json:"retention_extends"`
 	// Errors counts calls of any kind that returned an error.
 	Errors int64 `json:"errors"`
 	// Retries counts attempts repeated by a Retry backend above, when its
@@ -51,7 +58,8 @@ func (c Counts) Sub(earlier Counts) Counts {
 	return Counts{
 		Saves: c.Saves - earlier.Saves, Loads: c.Loads - earlier.Loads, Stats: c.Stats - earlier.Stats,
 		Lists: c.Lists - earlier.Lists, ListPages: c.ListPages - earlier.ListPages, Removes: c.Removes - earlier.Removes,
-		Errors: c.Errors - earlier.Errors, Retries: c.Retries - earlier.Retries,
+		RetentionExtends: c.RetentionExtends - earlier.RetentionExtends,
+		Errors:           c.Errors - earlier.Errors, Retries: c.Retries - earlier.Retries,
 		BytesUp: c.BytesUp - earlier.BytesUp, BytesDown: c.BytesDown - earlier.BytesDown,
 		SaveErrors: c.SaveErrors - earlier.SaveErrors, LoadErrors: c.LoadErrors - earlier.LoadErrors,
 		StatErrors: c.StatErrors - earlier.StatErrors, ListErrors: c.ListErrors - earlier.ListErrors,
@@ -65,8 +73,9 @@ func (c Counts) Add(more Counts) Counts {
 	return c.Sub(neg.Sub(more))
 }
 
-// ClassA is the number of R2 class A operations (writes and lists).
-func (c Counts) ClassA() int64 { return c.Saves + c.ListPages }
+// ClassA is the number of R2 class A operations (writes, lists and
+// retention extensions).
+func (c Counts) ClassA() int64 { return c.Saves + c.ListPages + c.RetentionExtends }
 
 // ClassB is the number of R2 class B operations (reads).
 func (c Counts) ClassB() int64 { return c.Loads + c.Stats }
@@ -87,6 +96,7 @@ type Counting struct {
 	be Backend
 
 	saves, loads, stats, lists, pages, removes atomic.Int64
+	extends                                    atomic.Int64
 	errors, retries, up, down                  atomic.Int64
 	// failed requests by operation
 	saveErrs, loadErrs, statErrs, listErrs, removeErrs atomic.Int64
@@ -102,16 +112,17 @@ var _ Backend = (*Counting)(nil)
 // Snapshot returns the counts so far.
 func (c *Counting) Snapshot() Counts {
 	return Counts{
-		Saves:     c.saves.Load(),
-		Loads:     c.loads.Load(),
-		Stats:     c.stats.Load(),
-		Lists:     c.lists.Load(),
-		ListPages: c.pages.Load(),
-		Removes:   c.removes.Load(),
-		Errors:    c.errors.Load(),
-		Retries:   c.retries.Load(),
-		BytesUp:   c.up.Load(),
-		BytesDown: c.down.Load(),
+		Saves:            c.saves.Load(),
+		Loads:            c.loads.Load(),
+		Stats:            c.stats.Load(),
+		Lists:            c.lists.Load(),
+		ListPages:        c.pages.Load(),
+		Removes:          c.removes.Load(),
+		RetentionExtends: c.extends.Load(),
+		Errors:           c.errors.Load(),
+		Retries:          c.retries.Load(),
+		BytesUp:          c.up.Load(),
+		BytesDown:        c.down.Load(),
 
 		SaveErrors:   c.saveErrs.Load(),
 		LoadErrors:   c.loadErrs.Load(),
@@ -194,6 +205,32 @@ func (c *Counting) Remove(ctx context.Context, h Handle) error {
 	return c.count(c.be.Remove(ctx, h), &c.removeErrs)
 }
 
+// RetainUntil counts one stat (a HEAD) and asks the wrapped backend.
+func (c *Counting) RetainUntil(ctx context.Context, h Handle) (time.Time, error) {
+	rb, ok := c.be.(retentionBackend)
+	if !ok {
+		return RetainUntil(ctx, c.be, h)
+	}
+	c.stats.Add(1)
+	t, err := rb.RetainUntil(ctx, h)
+	if errors.Is(err, errors.ErrUnsupported) {
+		// Found out without a request per object (see the S3 backend).
+		c.stats.Add(-1)
+		return t, err
+	}
+	return t, c.count(err, &c.statErrs)
+}
+
+// ExtendRetention counts one retention extension.
+func (c *Counting) ExtendRetention(ctx context.Context, h Handle, until time.Time) error {
+	rb, ok := c.be.(retentionBackend)
+	if !ok {
+		return ExtendRetention(ctx, c.be, h, until)
+	}
+	c.extends.Add(1)
+	return c.count(rb.ExtendRetention(ctx, h, until), nil)
+}
+
 // Create passes through to the wrapped backend when it is a Creator; its
 // requests are not counted.
 func (c *Counting) Create(ctx context.Context) error {
@@ -227,6 +264,10 @@ func (r *countingReader) Read(p []byte) (int, error) {
 
 // String summarises the counts on one line for logs and --verbose.
 func (c Counts) String() string {
-	return fmt.Sprintf("%d PUT, %d GET, %d HEAD, %d LIST (%d pages), %d DELETE, %d retries, %d errors; %d bytes up, %d bytes down",
+	s := fmt.Sprintf("%d PUT, %d GET, %d HEAD, %d LIST (%d pages), %d DELETE, %d retries, %d errors; %d bytes up, %d bytes down",
 		c.Saves, c.Loads, c.Stats, c.Lists, c.ListPages, c.Removes, c.Retries, c.Errors, c.BytesUp, c.BytesDown)
+	if c.RetentionExtends > 0 {
+		s += fmt.Sprintf("; %d retention extensions", c.RetentionExtends)
+	}
+	return s
 }

@@ -62,7 +62,7 @@ func TestCountingCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const wantJSON = `{"saves":1,"loads":1,"stats":2,"lists":1,"list_pages":1,"removes":1,"errors":1,"retries":0,"bytes_up":1000,"bytes_down":100,"stat_errors":1}`
+	const wantJSON = `{"saves":1,"loads":1,"stats":2,"lists":1,"list_pages":1,"removes":1,"retention_extends":0,"errors":1,"retries":0,"bytes_up":1000,"bytes_down":100,"stat_errors":1}`
 	if string(js) != wantJSON {
 		t.Errorf("JSON %s\nwant %s", js, wantJSON)
 	}

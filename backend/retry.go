@@ -278,6 +278,32 @@ func (r *retryBackend) Remove(ctx context.Context, h Handle) error {
 	})
 }
 
+// RetainUntil asks the wrapped backend with retries.
+func (r *retryBackend) RetainUntil(ctx context.Context, h Handle) (time.Time, error) {
+	var t time.Time
+	err := r.retry(ctx, "stat", h, 1, func(int) error {
+		var err error
+		t, err = RetainUntil(ctx, r.be, h)
+		if errors.Is(err, errors.ErrUnsupported) {
+			return Permanent(err)
+		}
+		return err
+	})
+	return t, err
+}
+
+// ExtendRetention extends with retries (setting the same date twice is
+// harmless).
+func (r *retryBackend) ExtendRetention(ctx context.Context, h Handle, until time.Time) error {
+	return r.retry(ctx, "extend retention", h, 1, func(int) error {
+		err := ExtendRetention(ctx, r.be, h, until)
+		if errors.Is(err, errors.ErrUnsupported) {
+			return Permanent(err)
+		}
+		return err
+	})
+}
+
 // Create prepares the location with retries when the wrapped backend is a
 // Creator, and does nothing otherwise.
 func (r *retryBackend) Create(ctx context.Context) error {

@@ -583,7 +583,11 @@ type ForgetResult struct {
 	// Removed lists the snapshot files actually deleted (none for a dry
 	// run), sorted by ID.
 	Removed []ID
-	DryRun  bool
+	// Deferred are the snapshot files in Remove whose deletion the
+	// storage refused (retention, bucket lock rules, no delete
+	// permission): they stay, and a later forget removes them.
+	Deferred Deferred
+	DryRun   bool
 }
 
 // ForgetGroupError is returned when a policy would remove every snapshot of
@@ -669,14 +673,15 @@ func (r *Repository) ForgetWithOptions(ctx context.Context, o ForgetOptions) (re
 	if o.DryRun || len(res.Remove) == 0 {
 		return res, nil
 	}
-	res.Removed, err = r.removeSnapshotFiles(ctx, res.Remove)
+	res.Removed, err = r.removeSnapshotFiles(ctx, res.Remove, &res.Deferred)
 	return res, err
 }
 
 // removeSnapshotFiles deletes snapshots/ID for every id, in parallel, and
 // goes on after a failure; it returns the IDs it deleted (or found gone)
-// and the failures.
-func (r *Repository) removeSnapshotFiles(ctx context.Context, ids []ID) ([]ID, error) {
+// and the failures. With deferred, a deletion the storage refuses is
+// recorded there instead of being a failure.
+func (r *Repository) removeSnapshotFiles(ctx context.Context, ids []ID, deferred *Deferred) ([]ID, error) {
 	var (
 		mu      sync.Mutex
 		removed []ID
@@ -687,6 +692,10 @@ func (r *Repository) removeSnapshotFiles(ctx context.Context, ids []ID) ([]ID, e
 		err := r.be.Remove(ctx, h)
 		mu.Lock()
 		defer mu.Unlock()
+		if until, refused := backend.RefusedUntil(err); refused && deferred != nil {
+			deferred.add(DeferredFile{Object: h.String(), Until: until})
+			return nil
+		}
 		if err != nil && !errors.Is(err, backend.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove snapshots/%s: %w", id, err))
 			return nil
@@ -695,6 +704,9 @@ func (r *Repository) removeSnapshotFiles(ctx context.Context, ids []ID) ([]ID, e
 		return nil
 	})
 	sortIDs(removed)
+	if deferred != nil {
+		deferred.sort()
+	}
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, err)
 	}
@@ -703,8 +715,17 @@ func (r *Repository) removeSnapshotFiles(ctx context.Context, ids []ID) ([]ID, e
 
 // RemoveSnapshots deletes the snapshot files of ids under an exclusive lock,
 // as `forget ID...` does, and returns the IDs deleted (or already gone),
-// sorted. It goes on after a failure and reports every failure.
+// sorted. It goes on after a failure and reports every failure; a deletion
+// the storage refuses is one (it wraps backend.ErrDeleteRefused).
 func (r *Repository) RemoveSnapshots(ctx context.Context, ids []ID) (removed []ID, err error) {
+	return r.RemoveSnapshotsDeferring(ctx, ids, nil)
+}
+
+// RemoveSnapshotsDeferring is RemoveSnapshots that records in deferred
+// (when not nil) the deletions the storage refuses instead of failing:
+// what forget does, since retention makes a forgotten snapshot stay until
+// its lock ends.
+func (r *Repository) RemoveSnapshotsDeferring(ctx context.Context, ids []ID, deferred *Deferred) (removed []ID, err error) {
 	seen := make(map[ID]bool, len(ids))
 	var uniq []ID
 	for _, id := range ids {
@@ -725,5 +746,5 @@ func (r *Repository) RemoveSnapshots(ctx context.Context, ids []ID) (removed []I
 			err = uerr
 		}
 	}()
-	return r.removeSnapshotFiles(ctx, uniq)
+	return r.removeSnapshotFiles(ctx, uniq, deferred)
 }

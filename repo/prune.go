@@ -62,6 +62,13 @@ type PruneStats struct {
 	LeftoversRemoved int    `json:"leftovers_removed"`
 	LeftoverSize     uint64 `json:"leftover_size"`
 	LeftoversKept    int    `json:"leftovers_kept"`
+	// Deferred are the deletions the storage refused (Object Lock
+	// retention, bucket lock rules, no delete permission): those files
+	// stay, the repository stays consistent, and a later prune retries.
+	// The counts above do not include them.
+	Deferred Deferred `json:"deferred"`
+	// PacksDeleted counts the packs actually deleted.
+	PacksDeleted int `json:"packs_deleted"`
 }
 
 // maxUnusedFunc parses restic's --max-unused into a limit on unused bytes
@@ -126,14 +133,15 @@ type packUsage struct {
 
 // loadIndexFiles reads every index file and returns the IDs of all of them
 // (damaged ones included), the complete blob list of every pack the intact
-// ones index (duplicates included, which the merged Index drops), and the
-// damaged index files, left out.
-func (r *Repository) loadIndexFiles(ctx context.Context) ([]ID, map[ID][]Blob, []SkippedFile, error) {
+// ones index (duplicates included, which the merged Index drops), the
+// packs each intact file lists, and the damaged index files, left out.
+func (r *Repository) loadIndexFiles(ctx context.Context) ([]ID, map[ID][]Blob, map[ID][]ID, []SkippedFile, error) {
 	files, err := r.listIndexFiles(ctx)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	packs := map[ID][]Blob{}
+	inFile := map[ID][]ID{}
 	var damaged []SkippedFile
 	for _, id := range files {
 		ij, err := r.loadIndexFile(ctx, id)
@@ -142,9 +150,10 @@ func (r *Repository) loadIndexFiles(ctx context.Context) ([]ID, map[ID][]Blob, [
 				damaged = append(damaged, SkippedFile{Handle: backend.Handle{Type: backend.IndexFile, Name: id.String()}, Err: err})
 				continue
 			}
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		for _, p := range ij.Packs {
+			inFile[id] = append(inFile[id], p.ID)
 			if _, seen := packs[p.ID]; seen {
 				continue
 			}
@@ -156,7 +165,7 @@ func (r *Repository) loadIndexFiles(ctx context.Context) ([]ID, map[ID][]Blob, [
 			packs[p.ID] = bs
 		}
 	}
-	return files, packs, damaged, nil
+	return files, packs, inFile, damaged, nil
 }
 
 // listPacks lists data/: every stored pack with its size.
@@ -264,7 +273,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 	defer done()
 
 	say("loading indexes")
-	indexFiles, indexed, damagedIndex, err := r.loadIndexFiles(ctx)
+	indexFiles, indexed, inFile, damagedIndex, err := r.loadIndexFiles(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -394,8 +403,22 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 			stats.UnreferencedSize += uint64(size)
 		}
 	}
+	say("asking the storage which files are still under retention")
+	plan, err := r.prunePlanDeferred(ctx, indexFiles, inFile, remove, repack, keep, stats)
+	if err != nil {
+		return nil, err
+	}
+	remove, repack, keep = plan.remove, plan.repack, plan.keep
+	stats.Deferred = *plan.deferred
+	if !plan.retentionKnown && !opts.DryRun && len(plan.deleteIndex) > 0 && len(remove)+len(repack)+len(unreferenced) > 0 {
+		if refused, why := r.probeDeletes(ctx); refused {
+			say("the storage refuses deletions (%v): deferring everything", why)
+			r.deferAll(&stats.Deferred, stats, plan, remove, repack, unreferenced, stored)
+			remove, repack, unreferenced = nil, nil, nil
+		}
+	}
 	stats.PacksTotal = len(usages)
-	stats.PacksKeep, stats.PacksRepack, stats.PacksRemove, stats.PacksUnreferenced = len(keep), len(repack), len(remove), len(unreferenced)
+	stats.PacksKeep, stats.PacksRepack, stats.PacksRemove, stats.PacksUnreferenced = len(keep)+plan.pinnedKept, len(repack), len(remove), len(unreferenced)
 	stats.RemainingUnusedSize = remainingUnused
 	for _, u := range keep {
 		stats.RemainingSize += uint64(u.storedSize)
@@ -406,10 +429,15 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 		return nil, err
 	}
 	if opts.DryRun {
+		stats.Deferred.sort()
 		return stats, nil
 	}
 	if len(repack) == 0 && len(remove) == 0 && len(unreferenced) == 0 && len(damagedIndex) == 0 {
+		// Deferred deletions alone do not rewrite the index: that would
+		// only add index files (themselves under retention) and free
+		// nothing.
 		say("nothing to do")
+		stats.Deferred.sort()
 		return stats, nil
 	}
 
@@ -435,23 +463,72 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 		return nil, fmt.Errorf("prune: %w", err)
 	}
 	stats.IndexFilesWritten = len(newIdx.Files())
-	say("removing %d old index files", len(indexFiles))
-	for _, id := range indexFiles {
-		if err := r.removeFile(ctx, backend.IndexFile, id); err != nil {
+	say("removing %d old index files", len(plan.deleteIndex))
+	var mu sync.Mutex
+	def := &stats.Deferred
+	for _, id := range plan.deleteIndex {
+		gone, err := r.removeOrDefer(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}, 0, &mu, def)
+		if err != nil {
 			return nil, err
 		}
+		if gone {
+			stats.IndexFilesReplaced++
+			continue
+		}
+		// The storage refused although no retention said so (a bucket
+		// lock rule, no delete permission): the file stays, so must
+		// every pack it lists. The packs it shares with the new index
+		// are listed twice now, which restic check calls non-critical.
+		for _, pack := range inFile[id] {
+			plan.pinned[pack] = true
+		}
 	}
-	stats.IndexFilesReplaced = len(indexFiles)
-	say("removing %d packs", len(remove)+len(repack)+len(unreferenced))
-	var dead []ID
+	dead := map[ID]*packUsage{}
+	var deadIDs []ID
 	for _, u := range append(remove, repack...) {
-		dead = append(dead, u.id)
+		if plan.pinned[u.id] {
+			def.add(DeferredFile{Object: packObject(u.id), Size: u.storedSize})
+			continue
+		}
+		dead[u.id] = u
+		deadIDs = append(deadIDs, u.id)
 	}
-	dead = append(dead, unreferenced...)
-	if err := forEachParallel(ctx, dead, r.opts.Uploaders*2, func(ctx context.Context, id ID) error {
-		return r.removeFile(ctx, backend.PackFile, id)
+	deadIDs = append(deadIDs, unreferenced...)
+	say("removing %d packs", len(deadIDs))
+	var kept []*packUsage // refused, and named by no index file now
+	if err := forEachParallel(ctx, deadIDs, r.opts.Uploaders*2, func(ctx context.Context, id ID) error {
+		size := stored[id]
+		gone, err := r.removeOrDefer(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}, size, &mu, def)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+		case gone:
+			stats.PacksDeleted++
+		case dead[id] != nil:
+			kept = append(kept, dead[id])
+		}
+		return err
 	}); err != nil {
 		return nil, err
+	}
+	if len(kept) > 0 {
+		// Index them again, or restic check would call them packs no
+		// index references; the next prune finds them unused and
+		// retries.
+		sort.Slice(kept, func(i, j int) bool { return string(kept[i].id[:]) < string(kept[j].id[:]) })
+		for _, u := range kept {
+			newIdx.addStored(u.id, u.blobs)
+		}
+		say("indexing %d packs whose deletion was refused", len(kept))
+		if err := r.saveIndex(ctx, newIdx); err != nil {
+			return nil, fmt.Errorf("prune: index the %d packs whose deletion was refused: %w", len(kept), err)
+		}
+		stats.IndexFilesWritten = len(newIdx.Files())
+	}
+	def.sort()
+	if def.Files > 0 {
+		say("%s", def.String())
 	}
 	r.resetIndex(newIdx)
 	return stats, nil

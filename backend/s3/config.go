@@ -3,13 +3,15 @@ package s3
 import (
 	"errors"
 	"fmt"
-	"github.com/minio/minio-go/v7/pkg/credentials"
-	"github.com/minio/minio-go/v7/pkg/s3utils"
 	"net"
 	"net/url"
 	"path"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
 
 // Config says where an S3 repository lives and how to reach it.
@@ -45,6 +47,17 @@ type Config struct {
 	Profile         string
 	ContainerRole   bool
 	InstanceRole    bool
+
+	// Retention, when positive, writes every object but lock files with
+	// an S3 Object Lock retention until now + Retention (-o
+	// s3.retention=30d or SCALR_BACKUP_RETENTION_LOCK), in RetentionMode
+	// ("GOVERNANCE", the default, or "COMPLIANCE"). Create then makes the
+	// bucket with Object Lock and refuses an existing bucket without it.
+	Retention     time.Duration
+	RetentionMode string
+	// envErr is a setting from the environment that does not parse;
+	// validate reports it (ApplyEnv has no error to return).
+	envErr error
 }
 
 // Defaults, as restic's.
@@ -167,6 +180,13 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 	set(&c.Region, "AWS_DEFAULT_REGION")
 	set(&c.CredentialsFile, "AWS_SHARED_CREDENTIALS_FILE")
 	set(&c.Profile, "AWS_PROFILE")
+	if v := strings.TrimSpace(getenv("SCALR_BACKUP_RETENTION_LOCK")); v != "" && c.Retention == 0 {
+		d, err := ParseRetention(v)
+		if err != nil {
+			c.envErr = fmt.Errorf("SCALR_BACKUP_RETENTION_LOCK=%q: %w", v, err)
+		}
+		c.Retention = d
+	}
 	for _, k := range []string{"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"} {
 		if getenv(k) != "" {
 			c.ContainerRole = true
@@ -200,8 +220,21 @@ func (c *Config) ApplyOption(key, value string) error {
 			return fmt.Errorf("option %s=%q: want true or false", key, value)
 		}
 		c.InstanceRole = b
+	case "s3.retention":
+		d, err := ParseRetention(value)
+		if err != nil {
+			return fmt.Errorf("option %s=%q: %w", key, value, err)
+		}
+		c.Retention, c.envErr = d, nil // the option wins over the environment
+	case "s3.retention-mode":
+		switch v := strings.ToUpper(strings.TrimSpace(value)); v {
+		case "GOVERNANCE", "COMPLIANCE":
+			c.RetentionMode = v
+		default:
+			return fmt.Errorf("option %s=%q: want governance or compliance", key, value)
+		}
 	default:
-		return fmt.Errorf("unknown option %q (supported: s3.region, s3.bucket-lookup, s3.connections, s3.instance-role)", key)
+		return fmt.Errorf("unknown option %q (supported: s3.region, s3.bucket-lookup, s3.connections, s3.instance-role, s3.retention, s3.retention-mode)", key)
 	}
 	return nil
 }
@@ -223,9 +256,9 @@ func (c Config) Location() string {
 // String describes the configuration with the secrets masked, so printing a
 // Config with %v or %+v does not leak them.
 func (c Config) String() string {
-	return fmt.Sprintf("{Location:%s Region:%q BucketLookup:%s Connections:%d KeyID:%q Secret:%s SessionToken:%s CredentialsFile:%q Profile:%q ContainerRole:%v InstanceRole:%v}",
+	return fmt.Sprintf("{Location:%s Region:%q BucketLookup:%s Connections:%d KeyID:%q Secret:%s SessionToken:%s CredentialsFile:%q Profile:%q ContainerRole:%v InstanceRole:%v Retention:%v RetentionMode:%q}",
 		c.Location(), c.Region, c.BucketLookup, c.Connections, c.KeyID, mask(c.Secret), mask(c.SessionToken),
-		c.CredentialsFile, c.Profile, c.ContainerRole, c.InstanceRole)
+		c.CredentialsFile, c.Profile, c.ContainerRole, c.InstanceRole, c.Retention, c.RetentionMode)
 }
 
 // GoString is String, so %#v does not leak secrets either.
@@ -240,6 +273,12 @@ func mask(s string) string {
 
 // validate checks what Open needs.
 func (c Config) validate() error {
+	if c.envErr != nil {
+		return c.envErr
+	}
+	if c.Retention < 0 {
+		return fmt.Errorf("s3: negative retention %v", c.Retention)
+	}
 	switch {
 	case c.Endpoint == "":
 		return errors.New("s3: no endpoint")
@@ -303,4 +342,30 @@ func (c Config) credentials() (*credentials.Credentials, error) {
 		return credentials.New(iam), nil
 	}
 	return nil, errNoCredentials
+}
+
+// ParseRetention parses a retention period: a whole number of days
+// ("30d"), a Go duration ("36h", "90s"), or days followed by a Go duration
+// ("1d12h"). Zero turns retention off; negative periods are refused.
+func ParseRetention(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	var d time.Duration
+	if days, rest, ok := strings.Cut(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("invalid retention %q: want days like 30d or a duration like 36h", s)
+		}
+		d, s = time.Duration(n)*24*time.Hour, rest
+	}
+	if s != "" {
+		g, err := time.ParseDuration(s)
+		if err != nil || g < 0 {
+			return 0, fmt.Errorf("invalid retention %q: want days like 30d or a duration like 36h", s)
+		}
+		d += g
+	}
+	return d, nil
 }

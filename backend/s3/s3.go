@@ -51,6 +51,11 @@ type Backend struct {
 	tr     *http.Transport
 	sem    chan struct{}
 
+	// lock is whether the bucket has Object Lock, once asked (see
+	// RetainUntil).
+	lockMu sync.Mutex
+	lock   lockKnown
+
 	// Tunables, fixed by Open; tests lower them.
 	singlePutMax int64
 	partSize     uint64
@@ -201,14 +206,16 @@ func (b *Backend) Create(ctx context.Context) error {
 		return nil
 	}
 	if found {
-		return nil
+		return b.checkObjectLock(ctx)
 	}
 	err = b.with(ctx, func() error {
-		return b.client.MakeBucket(ctx, b.cfg.Bucket, minio.MakeBucketOptions{Region: b.cfg.Region})
+		// Object Lock can only be turned on when a bucket is made (it
+		// turns on versioning too).
+		return b.client.MakeBucket(ctx, b.cfg.Bucket, minio.MakeBucketOptions{Region: b.cfg.Region, ObjectLocking: b.cfg.Retention > 0})
 	})
 	if err != nil {
 		if code(err) == "BucketAlreadyOwnedByYou" {
-			return nil // made concurrently
+			return b.checkObjectLock(ctx) // made concurrently
 		}
 		return wrap("create bucket", b.cfg.Bucket, err)
 	}
@@ -252,6 +259,11 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 		DisableContentSha256: !b.cfg.UseHTTP,
 		// Checksum and AutoChecksum stay unset: with TrailingHeaders off
 		// minio-go then adds no x-amz-checksum-* headers or trailers.
+	}
+	if b.cfg.Retention > 0 && h.Type != backend.LockFile {
+		// Locks are refreshed and removed every few minutes; a retention
+		// on them would block every later command.
+		opts.Mode, opts.RetainUntilDate = b.retentionMode(), b.retainUntil(time.Now())
 	}
 	var err error
 	if size <= b.singlePutMax {
@@ -377,10 +389,27 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 		return fmt.Errorf("s3 remove %s: %w", key, err)
 	}
 	defer b.release()
-	if _, err := b.client.StatObject(ctx, b.cfg.Bucket, key, minio.StatObjectOptions{}); err != nil {
+	info, err := b.client.StatObject(ctx, b.cfg.Bucket, key, minio.StatObjectOptions{})
+	if err != nil {
 		return wrap("remove", key, err)
 	}
-	if err := b.client.RemoveObject(ctx, b.cfg.Bucket, key, minio.RemoveObjectOptions{}); err != nil {
+	// On a versioned bucket (Object Lock turns versioning on) a DELETE
+	// without a version only hides the object behind a delete marker: it
+	// always succeeds, frees nothing and keeps the data for ever. Deleting
+	// the version HEAD found removes it for good, and a locked version
+	// refuses, which is what lets forget and prune defer it (see
+	// backend.ErrDeleteRefused). Delete markers and older versions that
+	// someone else left are what rewind works from; they are not touched.
+	opts := minio.RemoveObjectOptions{}
+	if v := info.VersionID; v != "" && v != "null" {
+		opts.VersionID = v
+	}
+	if err := b.client.RemoveObject(ctx, b.cfg.Bucket, key, opts); err != nil {
+		if refused(err) {
+			// HEAD just succeeded with these credentials, so a refusal
+			// is about deleting, not about who is asking.
+			return backend.DeleteRefused(h, retainUntilHeader(info), wrap("remove", key, err))
+		}
 		return wrap("remove", key, err)
 	}
 	return nil

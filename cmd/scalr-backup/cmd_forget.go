@@ -246,9 +246,16 @@ func (a *app) forgetIDs(cmd *cobra.Command, r *repo.Repository, args []string, f
 		}
 		return nil
 	}
-	removed, err := r.RemoveSnapshots(ctx, ids)
+	var deferred repo.Deferred
+	removed, err := r.RemoveSnapshotsDeferring(ctx, ids, &deferred)
 	if !a.quiet && !a.jsonOutput {
 		fmt.Fprintf(a.stdout, "removed %d snapshots\n", len(removed))
+	}
+	a.printDeferred(&deferred, "forget")
+	if a.jsonOutput && deferred.Files > 0 {
+		if jerr := a.emitJSON(forgetDeferredJSON{MessageType: "forget_deferred", Deferred: &deferred}); jerr != nil && err == nil {
+			err = jerr
+		}
 	}
 	return err
 }
@@ -285,7 +292,14 @@ func (a *app) printForget(res *repo.ForgetResult, compact bool) error {
 			}
 			out[i] = j
 		}
-		return json.NewEncoder(a.stdout).Encode(out)
+		if err := json.NewEncoder(a.stdout).Encode(out); err != nil {
+			return err
+		}
+		if res.Deferred.Files > 0 {
+			// A line of its own: the array above is restic's shape.
+			return a.emitJSON(forgetDeferredJSON{MessageType: "forget_deferred", Deferred: &res.Deferred})
+		}
+		return nil
 	}
 	if a.quiet {
 		return nil
@@ -314,7 +328,15 @@ func (a *app) printForget(res *repo.ForgetResult, compact bool) error {
 	default:
 		fmt.Fprintf(w, "removed %d snapshots\n", len(res.Removed))
 	}
+	a.printDeferred(&res.Deferred, "forget")
 	return nil
+}
+
+// forgetDeferredJSON is the line forget --json adds after restic's array
+// when the storage refused to delete snapshot files.
+type forgetDeferredJSON struct {
+	MessageType string         `json:"message_type"` // "forget_deferred"
+	Deferred    *repo.Deferred `json:"deferred"`
 }
 
 // groupHeader names a group as restic's verbose output does; "" when

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -60,9 +61,27 @@ func (a *app) prune(ctx context.Context, r *repo.Repository, opts repo.PruneOpti
 	if opts.DryRun {
 		fmt.Fprintln(a.stdout, "dry run: nothing was changed")
 	} else {
-		fmt.Fprintf(a.stdout, "replaced %d index files, removed %d packs\n", st.IndexFilesReplaced, st.PacksRemove+st.PacksRepack+st.PacksUnreferenced)
+		fmt.Fprintf(a.stdout, "replaced %d index files, removed %d packs\n", st.IndexFilesReplaced, st.PacksDeleted)
 	}
+	a.printDeferred(&st.Deferred, "prune")
 	return nil
+}
+
+// printDeferred says what the storage refused to delete, and until when,
+// in the text output (--json carries the same under "deferred"). A
+// deferral is not an error: the files stay and a later run retries.
+func (a *app) printDeferred(d *repo.Deferred, what string) {
+	if a.quiet || a.jsonOutput || d.Files == 0 {
+		return
+	}
+	fmt.Fprintf(a.stdout, "%s: %s\n", what, d)
+	for _, f := range d.List {
+		until := "end unknown"
+		if !f.Until.IsZero() {
+			until = "until " + f.Until.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(a.stdout, "  deferred %s (%s)\n", f.Object, until)
+	}
 }
 
 func (a *app) unlockCommand() *cobra.Command {

@@ -47,6 +47,12 @@ type S3Options struct {
 	// IAM runs versitygw's internal IAM service and admin API, so that
 	// AddUser can make accounts other than root.
 	IAM bool
+	// Versioning starts versitygw with --versioning-dir (a fresh
+	// temporary folder), which bucket versioning and Object Lock need: a
+	// bucket made with Object Lock then keeps object versions, refuses to
+	// delete a locked version and answers a plain DELETE with a delete
+	// marker.
+	Versioning bool
 }
 
 // URL is the repository location of bucket on this server:
@@ -118,7 +124,11 @@ func (s *S3Server) start(t testing.TB, bin, endpoint string) error {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	cmd := exec.Command(bin, "posix", dir)
+	args := []string{"posix"}
+	if s.opts.Versioning {
+		args = append(args, "--versioning-dir", t.TempDir())
+	}
+	cmd := exec.Command(bin, append(args, dir)...)
 	cmd.Env = append(versityEnv(),
 		"VGW_PORT="+endpoint,
 		"VGW_REGION="+S3Region,
