@@ -272,3 +272,89 @@ func olResticDumps(t *testing.T, r *testenv.ResticCLI, loc string, want map[stri
 		}
 	}
 }
+
+// olHostPolicy lets key read and write the bucket and delete only under
+// locks/: the host's credentials in a split setup.
+func olHostPolicy(bucket, key string) string {
+	return `{"Version":"2012-10-17","Statement":[` +
+		`{"Effect":"Allow","Principal":{"AWS":["` + key + `"]},"Action":["s3:GetObject","s3:PutObject","s3:ListBucket","s3:GetBucketLocation",` +
+		`"s3:GetBucketObjectLockConfiguration","s3:GetObjectRetention","s3:PutObjectRetention"],` +
+		`"Resource":["arn:aws:s3:::` + bucket + `","arn:aws:s3:::` + bucket + `/*"]},` +
+		`{"Effect":"Allow","Principal":{"AWS":["` + key + `"]},"Action":["s3:DeleteObject","s3:DeleteObjectVersion"],` +
+		`"Resource":["arn:aws:s3:::` + bucket + `/locks/*"]}]}`
+}
+
+// Acceptance 4: credentials that may not delete (a versitygw user whose
+// bucket policy allows deleting only under locks/): backups succeed,
+// forget and prune defer with an unknown end and exit 0, restic check
+// stays clean, and a prune with the owner's key later deletes it all.
+// Also: init with a retention refuses an existing bucket without Object
+// Lock.
+func TestObjectLockNoDeleteCredentials(t *testing.T) {
+	start := time.Now()
+	s := olStart(t, "", testenv.S3Options{IAM: true})
+	ctx := t.Context()
+	if err := s.mc.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const hostKey, hostSecret = "scalrhostkey", "scalr-host-secret-0123456789"
+	s.srv.AddUser(t, hostKey, hostSecret)
+	if err := s.mc.SetBucketPolicy(ctx, s.bucket, olHostPolicy(s.bucket, hostKey)); err != nil {
+		t.Fatal(err)
+	}
+	host := s3fWithEnv(s.ours, "AWS_ACCESS_KEY_ID="+hostKey, "AWS_SECRET_ACCESS_KEY="+hostSecret)
+
+	// init with a retention on a bucket without Object Lock: refused,
+	// saying why, nothing written.
+	res := s3fWithEnv(host, "SCALR_BACKUP_RETENTION_LOCK=1h").run(t, nil, "init")
+	if res.code == 0 || !bytes.Contains(res.stderr, []byte("without Object Lock")) {
+		t.Fatalf("init with retention on a bucket without Object Lock: %s", res)
+	}
+	if keys := s.olKeys(t, ""); len(keys) != 0 {
+		t.Fatalf("refused init wrote %v", keys)
+	}
+
+	host.mustRun(t, nil, "init")
+	idA, _ := olBackup(t, host, 1, 2<<20)
+	idB, sumB := olBackup(t, host, 2, 2<<20)
+	if locks := s.olKeys(t, "locks/"); len(locks) != 0 {
+		t.Errorf("locks left behind by the host's key: %v", locks)
+	}
+	fd, ps := olForgetPrune(t, host)
+	if fd == nil || fd.Files != 1 || fd.List[0].Object != "snapshots/"+idA || fd.UnknownUntil != 1 {
+		t.Fatalf("forget with a key that may not delete: deferred %+v, want snapshots/%s with an unknown end", fd, idA)
+	}
+	if ps == nil {
+		t.Fatal("forget --prune ran no prune")
+	}
+	// Forget elsewhere (the owner's key), prune with the host's key: the
+	// prune defers everything and writes nothing.
+	s.ours.mustRun(t, nil, "forget", idA)
+	res = host.mustRun(t, nil, "prune", "--json")
+	var st repo.PruneStats
+	if err := json.Unmarshal(lastJSONLine(res.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Deferred.Files == 0 || st.Deferred.UnknownUntil != st.Deferred.Files || st.IndexFilesWritten != 0 || st.PacksDeleted != 0 {
+		t.Fatalf("prune with a key that may not delete: %+v", st)
+	}
+	t.Logf("host prune: %s", &st.Deferred)
+	resticCheckReadData(t, s.r18, s.loc)
+	// Nothing broke: the host backs up again, and the owner's prune
+	// deletes what the host's deferred.
+	idC, sumC := olBackup(t, host, 3, 2<<20)
+	res = s.ours.mustRun(t, nil, "prune", "--json")
+	if err := json.Unmarshal(lastJSONLine(res.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Deferred.Files != 0 || st.PacksDeleted == 0 {
+		t.Fatalf("prune with the owner's key: %+v", st)
+	}
+	if probe := s.olKeys(t, "index/scalr-backup-delete-probe"); len(probe) != 0 {
+		t.Errorf("the owner's prune left the delete probe: %v", probe)
+	}
+	for _, r := range []*testenv.ResticCLI{s.r14, s.r18} {
+		olResticDumps(t, r, s.loc, map[string]string{idB: sumB, idC: sumC})
+	}
+	t.Logf("acceptance 4 in %s", time.Since(start).Round(time.Millisecond))
+}
