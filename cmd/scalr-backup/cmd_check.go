@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -34,6 +33,105 @@ type checkSummary struct {
 // otherwise summarizes in one line.
 func checkQuietHint(k repo.ProblemKind) bool {
 	return k == repo.ProblemPackUnreferenced || k == repo.ProblemBlobDuplicate
+}
+
+// checkPrinter prints a running check as restic does: stage lines and
+// non-critical findings on stdout, errors on stderr, in the order they come,
+// and a progress line per stage.
+type checkPrinter struct {
+	a    *app
+	text bool // false with --json: only the summary is printed
+	bar  *progress
+
+	stage                     repo.CheckStage
+	stageStart                time.Time
+	errs, unreferenced, dupes int
+	multiIndex, mixed         bool
+}
+
+func (c *checkPrinter) say(format string, args ...any) {
+	if c.text && !c.a.quiet {
+		fmt.Fprintf(c.a.stdout, format, args...)
+	}
+}
+
+// endStage prints the summary lines of the findings a stage collected.
+func (c *checkPrinter) endStage(s repo.CheckStage) {
+	switch s {
+	case repo.StageLoadIndex:
+		if c.multiIndex {
+			c.say("Packs listed in several index files are non-critical; rebuilding the index (restic repair index) removes the duplicates.\n")
+		}
+		if c.mixed {
+			c.say("Packs mixing tree and data blobs are non-critical; a prune repacks them.\n")
+		}
+		if c.dupes > 0 && c.errs == 0 && !c.a.verbose {
+			c.say("%d %s stored more than once. This is non-critical; a prune removes the extra copies (--verbose lists them).\n", c.dupes, checkPlural(c.dupes, "blob is", "blobs are"))
+		}
+	case repo.StagePacks:
+		if c.unreferenced > 0 && c.errs == 0 && !c.a.verbose {
+			c.say("%d additional files were found in the repository, which likely contain duplicate data or data the index lost (see below).\n", c.unreferenced)
+		}
+	}
+}
+
+var checkUnits = map[repo.CheckStage]string{repo.StageLoadIndex: "index files", repo.StagePacks: "packs",
+	repo.StageStructure: "trees", repo.StageReadData: "packs read"}
+
+func (c *checkPrinter) progress(p repo.CheckProgress) {
+	if p.Stage != c.stage {
+		c.bar.done()
+		c.endStage(c.stage)
+		c.stage = p.Stage
+		c.stageStart = time.Now()
+		c.say("%s\n", p.Message)
+	}
+	unit := checkUnits[p.Stage]
+	if p.Total > 0 {
+		c.bar.set(fmt.Sprintf("%s %s  %d / %d %s", elapsed(c.stageStart), percent(float64(p.Done), float64(p.Total)), p.Done, p.Total, unit), p.Done == p.Total)
+	} else if p.Done > 0 {
+		c.bar.set(fmt.Sprintf("%s %d %s", elapsed(c.stageStart), p.Done, unit), false)
+	}
+}
+
+func (c *checkPrinter) problem(p repo.CheckProblem) {
+	switch p.Kind {
+	case repo.ProblemPackUnreferenced:
+		c.unreferenced++
+	case repo.ProblemBlobDuplicate:
+		c.dupes++
+	case repo.ProblemPackMultiIndex:
+		c.multiIndex = true
+	case repo.ProblemPackMixed:
+		c.mixed = true
+	}
+	switch {
+	case !c.text:
+	case !p.Kind.Hint():
+		c.errs++
+		fmt.Fprintf(c.a.stderr, "error: %s\n", p)
+	case checkQuietHint(p.Kind):
+		if c.a.verbose {
+			c.say("%s\n", p)
+		}
+	default:
+		c.say("%s\n", p)
+	}
+}
+
+// newCheckSummary is check --json's one line.
+func newCheckSummary(rep *repo.CheckReport) checkSummary {
+	out := checkSummary{
+		MessageType: "summary", NumErrors: len(rep.Errors), BrokenPacks: []string{},
+		SuggestRepairIndex: rep.SuggestRepairIndex(), SuggestPrune: rep.SuggestPrune(),
+		Errors: rep.Errors, Hints: rep.Hints,
+		IndexFiles: rep.IndexFiles, Packs: rep.Packs, Snapshots: rep.Snapshots, Trees: rep.Trees,
+		PacksRead: rep.PacksRead, BytesRead: rep.BytesRead,
+	}
+	for _, id := range rep.BrokenPacks {
+		out.BrokenPacks = append(out.BrokenPacks, id.String())
+	}
+	return out
 }
 
 func (a *app) checkCommand() *cobra.Command {
@@ -83,107 +181,26 @@ exclusive lock unless --no-lock).`,
 			}
 			defer r.Close()
 
-			text := !a.jsonOutput
-			say := func(format string, args ...any) {
-				if text && !a.quiet {
-					fmt.Fprintf(a.stdout, format, args...)
-				}
-			}
+			cp := &checkPrinter{a: a, text: !a.jsonOutput, bar: a.newProgress(), stageStart: time.Now()}
 			if !noLock {
-				say("create exclusive lock for repository\n")
+				cp.say("create exclusive lock for repository\n")
 			}
-			// Stage lines and non-critical findings go to stdout, errors to
-			// stderr, in the order restic prints them.
-			bar := a.newProgress()
-			stageStart := time.Now()
-			var (
-				stage                     repo.CheckStage
-				errs, unreferenced, dupes int
-				multiIndex, mixed         bool
-			)
-			endStage := func(s repo.CheckStage) {
-				switch s {
-				case repo.StageLoadIndex:
-					if multiIndex {
-						say("Packs listed in several index files are non-critical; rebuilding the index (restic repair index) removes the duplicates.\n")
-					}
-					if mixed {
-						say("Packs mixing tree and data blobs are non-critical; a prune repacks them.\n")
-					}
-					if dupes > 0 && errs == 0 && !a.verbose {
-						say("%d %s stored more than once. This is non-critical; a prune removes the extra copies (--verbose lists them).\n", dupes, checkPlural(dupes, "blob is", "blobs are"))
-					}
-				case repo.StagePacks:
-					if unreferenced > 0 && errs == 0 && !a.verbose {
-						say("%d additional files were found in the repository, which likely contain duplicate data or data the index lost (see below).\n", unreferenced)
-					}
-				}
-			}
-			opts := repo.CheckOptions{
+			rep, err := r.Check(ctx, repo.CheckOptions{
 				ReadData:       readData,
 				ReadDataSubset: subset,
 				NoLock:         noLock,
 				Workers:        workers,
-				Progress: func(p repo.CheckProgress) {
-					if p.Stage != stage {
-						bar.done()
-						endStage(stage)
-						stage = p.Stage
-						stageStart = time.Now()
-						say("%s\n", p.Message)
-					}
-					unit := map[repo.CheckStage]string{repo.StageLoadIndex: "index files", repo.StagePacks: "packs",
-						repo.StageStructure: "trees", repo.StageReadData: "packs read"}[p.Stage]
-					if p.Total > 0 {
-						bar.set(fmt.Sprintf("%s %s  %d / %d %s", elapsed(stageStart), percent(float64(p.Done), float64(p.Total)), p.Done, p.Total, unit), p.Done == p.Total)
-					} else if p.Done > 0 {
-						bar.set(fmt.Sprintf("%s %d %s", elapsed(stageStart), p.Done, unit), false)
-					}
-				},
-				Problem: func(p repo.CheckProblem) {
-					switch p.Kind {
-					case repo.ProblemPackUnreferenced:
-						unreferenced++
-					case repo.ProblemBlobDuplicate:
-						dupes++
-					case repo.ProblemPackMultiIndex:
-						multiIndex = true
-					case repo.ProblemPackMixed:
-						mixed = true
-					}
-					switch {
-					case !text:
-					case !p.Kind.Hint():
-						errs++
-						fmt.Fprintf(a.stderr, "error: %s\n", p)
-					case checkQuietHint(p.Kind):
-						if a.verbose {
-							say("%s\n", p)
-						}
-					default:
-						say("%s\n", p)
-					}
-				},
-			}
-			rep, err := r.Check(ctx, opts)
-			bar.done()
+				Progress:       cp.progress,
+				Problem:        cp.problem,
+			})
+			cp.bar.done()
 			if err != nil {
 				return err
 			}
-			endStage(stage)
+			cp.endStage(cp.stage)
 
 			if a.jsonOutput {
-				out := checkSummary{
-					MessageType: "summary", NumErrors: len(rep.Errors), BrokenPacks: []string{},
-					SuggestRepairIndex: rep.SuggestRepairIndex(), SuggestPrune: rep.SuggestPrune(),
-					Errors: rep.Errors, Hints: rep.Hints,
-					IndexFiles: rep.IndexFiles, Packs: rep.Packs, Snapshots: rep.Snapshots, Trees: rep.Trees,
-					PacksRead: rep.PacksRead, BytesRead: rep.BytesRead,
-				}
-				for _, id := range rep.BrokenPacks {
-					out.BrokenPacks = append(out.BrokenPacks, id.String())
-				}
-				if err := json.NewEncoder(a.stdout).Encode(out); err != nil {
+				if err := a.emitJSON(newCheckSummary(rep)); err != nil {
 					return err
 				}
 			} else {
@@ -192,7 +209,7 @@ exclusive lock unless --no-lock).`,
 			if !rep.Ok() {
 				return fmt.Errorf("repository contains errors: %d %s found", len(rep.Errors), checkPlural(len(rep.Errors), "error was", "errors were"))
 			}
-			say("no errors were found\n")
+			cp.say("no errors were found\n")
 			return nil
 		},
 	}
