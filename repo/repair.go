@@ -64,8 +64,51 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 	if err != nil {
 		return nil, err
 	}
-	known := map[ID][]Blob{}
+	known, err := r.repairLoadIndex(ctx, oldFiles, rep, say)
+	if err != nil {
+		return nil, err
+	}
+	say("listing packs")
+	stored, err := r.storedPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for id := range known {
+		if _, ok := stored[id]; !ok {
+			rep.MissingPacks = append(rep.MissingPacks, id)
+		}
+	}
+	sortIDs(rep.MissingPacks)
+	packs, err := r.repairDescribePacks(ctx, known, stored, opts.ReadAllPacks, rep, say)
+	if err != nil {
+		return nil, err
+	}
+
+	say("saving the new index")
+	idx, err := r.repairSaveIndex(ctx, packs, rep)
+	if err != nil {
+		return rep, err
+	}
+
+	say("removing %d old index files", len(oldFiles))
 	for _, id := range oldFiles {
+		if slices.Contains(rep.IndexWritten, id) {
+			continue // the same content as a new one
+		}
+		if err := r.removeFile(ctx, backend.IndexFile, id); err != nil {
+			return rep, fmt.Errorf("the new index is saved, but removing the old index/%s failed: %w (duplicates are harmless; run repair index again)", id, err)
+		}
+		rep.IndexRemoved = append(rep.IndexRemoved, id)
+	}
+	r.resetIndex(idx)
+	return rep, nil
+}
+
+// repairLoadIndex reads what the readable old index files say of each
+// pack (the first file naming a pack wins); unreadable ones go to rep.
+func (r *Repository) repairLoadIndex(ctx context.Context, files []ID, rep *RepairIndexReport, say func(string, ...any)) (map[ID][]Blob, error) {
+	known := map[ID][]Blob{}
+	for _, id := range files {
 		ij, err := r.loadIndexFile(ctx, id)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -86,7 +129,11 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 			known[p.ID] = bs
 		}
 	}
-	say("listing packs")
+	return known, nil
+}
+
+// storedPacks lists the packs in data/ with their sizes.
+func (r *Repository) storedPacks(ctx context.Context) (map[ID]int64, error) {
 	stored := map[ID]int64{}
 	if err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
 		if id, err := ParseID(fi.Name); err == nil {
@@ -96,13 +143,14 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 	}); err != nil {
 		return nil, fmt.Errorf("list packs: %w", err)
 	}
-	for id := range known {
-		if _, ok := stored[id]; !ok {
-			rep.MissingPacks = append(rep.MissingPacks, id)
-		}
-	}
-	sortIDs(rep.MissingPacks)
+	return stored, nil
+}
 
+// repairDescribePacks gives every stored pack its blobs: from the old
+// index when it agrees with the pack's size (and not readAll), else from
+// the pack's header. Packs whose header cannot be read go to rep and are
+// left out.
+func (r *Repository) repairDescribePacks(ctx context.Context, known map[ID][]Blob, stored map[ID]int64, readAll bool, rep *RepairIndexReport, say func(string, ...any)) (map[ID][]Blob, error) {
 	ids := make([]ID, 0, len(stored))
 	for id := range stored {
 		ids = append(ids, id)
@@ -111,7 +159,7 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 	var toRead []ID
 	packs := map[ID][]Blob{}
 	for _, id := range ids {
-		if bs, ok := known[id]; ok && !opts.ReadAllPacks && PackSize(bs) == stored[id] {
+		if bs, ok := known[id]; ok && !readAll && PackSize(bs) == stored[id] {
 			packs[id] = bs
 			continue
 		}
@@ -134,8 +182,13 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 			say("read %d of %d pack headers", i+1, len(toRead))
 		}
 	}
+	return packs, nil
+}
 
-	say("saving the new index")
+// repairSaveIndex writes packs as new index files (each at most
+// maxIndexBlobs blobs), in pack ID order, and returns the in-memory index
+// they make.
+func (r *Repository) repairSaveIndex(ctx context.Context, packs map[ID][]Blob, rep *RepairIndexReport) (*Index, error) {
 	var cur IndexJSON
 	count := 0
 	flush := func() error {
@@ -168,28 +221,16 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 		idx.add(id, bs)
 		if count >= maxIndexBlobs {
 			if err := flush(); err != nil {
-				return rep, err
+				return nil, err
 			}
 		}
 	}
 	if err := flush(); err != nil {
-		return rep, err
+		return nil, err
 	}
 	rep.Packs = len(kept)
 	for _, id := range rep.IndexWritten {
 		idx.files[id] = struct{}{}
 	}
-
-	say("removing %d old index files", len(oldFiles))
-	for _, id := range oldFiles {
-		if slices.Contains(rep.IndexWritten, id) {
-			continue // the same content as a new one
-		}
-		if err := r.removeFile(ctx, backend.IndexFile, id); err != nil {
-			return rep, fmt.Errorf("the new index is saved, but removing the old index/%s failed: %w (duplicates are harmless; run repair index again)", id, err)
-		}
-		rep.IndexRemoved = append(rep.IndexRemoved, id)
-	}
-	r.resetIndex(idx)
-	return rep, nil
+	return idx, nil
 }
