@@ -57,6 +57,9 @@ type ResticCLI struct {
 	// RESTIC_PACK_SIZE, ...). They are applied after the defaults, so they
 	// win. Use WithEnv to derive a CLI with more entries.
 	Env []string
+	// Args go before every run's own arguments (restic's global flags,
+	// such as "-o", "sftp.command=…"). Use WithArgs to add some.
+	Args []string
 }
 
 // Result is what one restic run produced.
@@ -142,6 +145,14 @@ func (c *ResticCLI) WithEnv(kv ...string) *ResticCLI {
 	return &d
 }
 
+// WithArgs returns a copy of c whose runs all start with the given
+// arguments (after c.Args).
+func (c *ResticCLI) WithArgs(args ...string) *ResticCLI {
+	d := *c
+	d.Args = append(append([]string(nil), c.Args...), args...)
+	return &d
+}
+
 // resticBaseEnv is the process environment without anything that could point
 // restic elsewhere: inherited RESTIC_* and AWS_* variables are dropped so a
 // developer's shell cannot leak a repository, password or credentials into
@@ -161,7 +172,7 @@ func resticBaseEnv() []string {
 // `version`, say); password "" sets no password (pass RESTIC_PASSWORD_FILE
 // through Env instead, or run a command that needs none).
 func (c *ResticCLI) command(ctx context.Context, repo, password string, args []string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, c.Path, args...)
+	cmd := exec.CommandContext(ctx, c.Path, append(append([]string(nil), c.Args...), args...)...)
 	env := resticBaseEnv()
 	env = append(env, "RESTIC_CACHE_DIR="+c.CacheDir)
 	if repo != "" {
