@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 )
 
 func TestParseRetention(t *testing.T) {
@@ -49,5 +51,28 @@ func TestRetentionSettings(t *testing.T) {
 	bad.ApplyEnv(func(k string) string { return env[k] })
 	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "SCALR_BACKUP_RETENTION_LOCK") {
 		t.Errorf("bad SCALR_BACKUP_RETENTION_LOCK: %v", err)
+	}
+}
+
+func TestVersionTime(t *testing.T) {
+	// versitygw's IDs (seen in a run): made at 14:49:09.38, 14:49:11.39
+	// and, a delete marker, 14:49:13.39 (about); the LastModified it listed were
+	// 14:49:11, 14:49:13 and 14:49:11.386.
+	listed := time.Date(2026, 11, 27, 14, 49, 13, 0, time.UTC)
+	for id, want := range map[string]string{
+		"01M8EQPK064A8EKE0DEAJCWTX0": "14:49:09.38",
+		"01M8EQPMYWN6HZ55G0E1HASN08": "14:49:11.38",
+		"01M8EQPPXNSAE4XJZG7E7BVRHV": "14:49:13.39",
+	} {
+		got := versionTime(minio.ObjectInfo{VersionID: id, LastModified: listed})
+		if s := got.Format("15:04:05.00"); s != want {
+			t.Errorf("versionTime(%s) = %s, want %s", id, s, want)
+		}
+	}
+	// Not ULIDs: the listed time.
+	for _, id := range []string{"3/L4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY", "null", "", "b1946ac9-2c81-4d35-8f4f-ffb1d9f6d7a1"} {
+		if got := versionTime(minio.ObjectInfo{VersionID: id, LastModified: listed}); !got.Equal(listed) {
+			t.Errorf("versionTime(%q) = %v, want the listed time", id, got)
+		}
 	}
 }

@@ -194,6 +194,7 @@ flags below; passwords are never accepted as arguments.`,
 		a.retireCommand(),
 		a.unlockCommand(),
 		a.repairCommand(),
+		a.rewindCommand(),
 		a.versionCommand(),
 	)
 	return root

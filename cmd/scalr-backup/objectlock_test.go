@@ -358,3 +358,113 @@ func TestObjectLockNoDeleteCredentials(t *testing.T) {
 	}
 	t.Logf("acceptance 4 in %s", time.Since(start).Round(time.Millisecond))
 }
+
+// Acceptance 1: an attacker with the host's credentials overwrites config,
+// adds a key file, deletes every object and then tries to delete every
+// object version: no locked version is destroyed, restic cannot open the
+// repository, `rewind --to` a time before the attack restores it (a dry
+// run first changes nothing), and restic 0.18.1 check --read-data is clean
+// and every snapshot dumps byte-identical.
+func TestObjectLockRewind(t *testing.T) {
+	start := time.Now()
+	s := olStart(t, "1h", testenv.S3Options{})
+	ctx := t.Context()
+	s.ours.mustRun(t, nil, "init")
+	idA, sumA := olBackup(t, s.ours, 1, 2<<20)
+	idB, sumB := olBackup(t, s.ours, 2, 2<<20)
+
+	// Our versions before the attack.
+	ours := map[string]bool{}
+	for o := range s.mc.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Recursive: true, WithVersions: true}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		if !strings.HasPrefix(o.Key, "locks/") {
+			ours[o.Key+"@"+o.VersionID] = true
+		}
+	}
+	// Object times have a precision of a second on some servers.
+	time.Sleep(1100 * time.Millisecond)
+	before := time.Now().UTC()
+	time.Sleep(1100 * time.Millisecond)
+
+	// The attack, with the same credentials as the host's.
+	junk := bytes.Repeat([]byte("ransom "), 100)
+	put := func(key string, lock bool) {
+		opts := minio.PutObjectOptions{}
+		if lock {
+			opts.Mode, opts.RetainUntilDate = minio.Governance, time.Now().Add(time.Hour).UTC()
+		}
+		if _, err := s.mc.PutObject(ctx, s.bucket, key, bytes.NewReader(junk), int64(len(junk)), opts); err != nil {
+			t.Fatalf("attack: put %s: %v", key, err)
+		}
+	}
+	put("config", true) // locked too, so the attacker's version cannot be removed
+	for _, key := range s.olKeys(t, "") {
+		if err := s.mc.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}); err != nil {
+			t.Fatalf("attack: delete %s: %v", key, err)
+		}
+	}
+	var refused, destroyed int
+	for o := range s.mc.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Recursive: true, WithVersions: true}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		if o.IsDeleteMarker {
+			continue
+		}
+		err := s.mc.RemoveObject(ctx, s.bucket, o.Key, minio.RemoveObjectOptions{VersionID: o.VersionID})
+		switch {
+		case err == nil && ours[o.Key+"@"+o.VersionID]:
+			t.Errorf("attack destroyed locked version %s@%s", o.Key, o.VersionID)
+			destroyed++
+		case err != nil:
+			refused++
+		}
+	}
+	newKey := "keys/" + strings.Repeat("e", 64)
+	put(newKey, false) // created after the time: rewind leaves it unless asked
+	t.Logf("attack: %d versions refused deletion, %d of ours destroyed", refused, destroyed)
+	if refused < len(ours) {
+		t.Errorf("attack: %d deletions refused, want at least our %d versions", refused, len(ours))
+	}
+	if res, err := s.r18.Run(ctx, s.loc, "", nil, "snapshots"); err == nil && res.Err() == nil {
+		t.Fatalf("restic opens the repository after the attack:\n%s", res.Stdout)
+	}
+
+	// A dry run lists the changes and changes nothing.
+	at := before.Format(time.RFC3339Nano)
+	res := s.ours.mustRun(t, nil, "rewind", "--to", at, "--dry-run", "--json")
+	checkJSONConvention(t, "rewind --json", string(res.stdout))
+	var dry struct {
+		Keys    int              `json:"keys"`
+		Changes []map[string]any `json:"changes"`
+		DryRun  bool             `json:"dry_run"`
+	}
+	if err := json.Unmarshal(lastJSONLine(res.stdout), &dry); err != nil || !dry.DryRun {
+		t.Fatalf("rewind --dry-run --json: %v\n%s", err, res)
+	}
+	actions := map[string]int{}
+	for _, ch := range dry.Changes {
+		actions[ch["action"].(string)]++
+	}
+	if actions["undelete"] == 0 || actions["restore"] != 1 || actions["keep_newer"] != 1 {
+		t.Errorf("dry run: actions %v, want undeletes, 1 restore (config) and 1 newer key kept", actions)
+	}
+	if keys := s.olKeys(t, ""); len(keys) != 1 || keys[0] != newKey {
+		t.Fatalf("dry run changed the bucket: %v", keys)
+	}
+
+	res = s.ours.mustRun(t, nil, "rewind", "--to", at, "--remove-newer")
+	t.Logf("rewind:\n%s", res.stdout)
+	if !bytes.Contains(res.stdout, []byte("restore config")) || !bytes.Contains(res.stdout, []byte("remove "+newKey)) {
+		t.Errorf("rewind output does not name the restored config and the removed key:\n%s", res.stdout)
+	}
+	resticCheckReadData(t, s.r18, s.loc)
+	for id, sum := range map[string]string{idA: sumA, idB: sumB} {
+		if got, _ := resticDumpHash(t, s.r18, s.loc, id, "/db.pgdump"); got != sum {
+			t.Errorf("restic dump %.8s after rewind: %s, want %s", id, got, sum)
+		}
+	}
+	t.Logf("acceptance 1 in %s", time.Since(start).Round(time.Millisecond))
+}
