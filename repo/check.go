@@ -512,13 +512,34 @@ func (c *checkRun) loadIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	files, err := c.loadIndexFiles(ctx, ids)
+	if err != nil {
+		return err
+	}
+	c.rep.IndexFiles = len(ids)
+	for _, e := range c.rep.Errors {
+		c.rep.IndexDamaged = c.rep.IndexDamaged || e.Kind == ProblemIndex
+	}
+	if c.rep.IndexDamaged {
+		return nil
+	}
+	inFiles := c.collectPacks(ids, files)
+	where := c.examinePacks(inFiles)
+	c.reportDuplicates(where)
+	c.rep.Packs = len(c.packs)
+	return nil
+}
+
+// loadIndexFiles loads the index files ids (in that order), reporting each
+// that cannot be read (nil in the result).
+func (c *checkRun) loadIndexFiles(ctx context.Context, ids []ID) ([]*IndexJSON, error) {
 	files := make([]*IndexJSON, len(ids))
 	pos := make(map[ID]int, len(ids))
 	for i, id := range ids {
 		pos[id] = i
 	}
 	var done int
-	err = forEachParallel(ctx, ids, 8, func(ctx context.Context, id ID) error {
+	err := forEachParallel(ctx, ids, 8, func(ctx context.Context, id ID) error {
 		ij, err := c.r.loadIndexFile(ctx, id)
 		files[pos[id]] = ij
 		if err != nil {
@@ -535,18 +556,12 @@ func (c *checkRun) loadIndex(ctx context.Context) error {
 		c.progress(StageLoadIndex, string(StageLoadIndex), n, len(ids))
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	c.rep.IndexFiles = len(ids)
-	for _, e := range c.rep.Errors {
-		c.rep.IndexDamaged = c.rep.IndexDamaged || e.Kind == ProblemIndex
-	}
-	if c.rep.IndexDamaged {
-		return nil
-	}
+	return files, err
+}
 
-	// Per-pack entries from all files, and which files list each pack.
+// collectPacks fills c.packs with every pack's distinct entries from all
+// index files, and returns which files list each pack.
+func (c *checkRun) collectPacks(ids []ID, files []*IndexJSON) map[ID][]ID {
 	type entryKey struct {
 		pack ID
 		blob Blob
@@ -573,6 +588,13 @@ func (c *checkRun) loadIndex(ctx context.Context) error {
 			}
 		}
 	}
+	return inFiles
+}
+
+// examinePacks sorts each pack's blobs, derives its size, reports packs
+// listed in several index files and packs mixing blob types, and returns
+// where each blob is stored.
+func (c *checkRun) examinePacks(inFiles map[ID][]ID) map[BlobHandle][]PackedBlob {
 	where := map[BlobHandle][]PackedBlob{}
 	for _, id := range checkSortedIDs(c.packs) {
 		blobs := c.packs[id]
@@ -595,6 +617,12 @@ func (c *checkRun) loadIndex(ctx context.Context) error {
 			c.report(CheckProblem{Kind: ProblemPackMixed, Object: checkPackObject(id), Message: "contains a mix of tree and data blobs"})
 		}
 	}
+	return where
+}
+
+// reportDuplicates reports every blob stored more than once, in ID order,
+// and keeps its copies in c.copies.
+func (c *checkRun) reportDuplicates(where map[BlobHandle][]PackedBlob) {
 	handles := make([]BlobHandle, 0)
 	for h, locs := range where {
 		if len(locs) > 1 {
@@ -621,8 +649,6 @@ func (c *checkRun) loadIndex(ctx context.Context) error {
 		msg := fmt.Sprintf("stored %d times, in packs %s", len(locs), strings.Join(packs, ", "))
 		c.report(CheckProblem{Kind: ProblemBlobDuplicate, Object: h.Type.String() + " blob " + h.ID.String(), Message: msg})
 	}
-	c.rep.Packs = len(c.packs)
-	return nil
 }
 
 // checkPacks compares the index with one LIST of data/.
@@ -905,29 +931,17 @@ func (c *checkRun) readData(ctx context.Context, packs []ID, msg string) error {
 // verifies it against the index. It returns the bytes read.
 func (c *checkRun) readPack(ctx context.Context, id ID, buf *bytes.Buffer) int64 {
 	obj := checkPackObject(id)
-	var problems []string
-	fail := func(format string, args ...any) {
-		problems = append(problems, fmt.Sprintf(format, args...))
-	}
+	pv := &packVerifier{r: c.r}
 	defer func() {
-		if len(problems) > 0 && ctx.Err() == nil {
+		if len(pv.problems) > 0 && ctx.Err() == nil {
 			c.markBroken(id)
-			for _, p := range problems {
+			for _, p := range pv.problems {
 				c.report(CheckProblem{Kind: ProblemPackData, Object: obj, Message: p})
 			}
 		}
 	}()
 	entries := c.packs[id]
-
-	// The index must place the blobs back to back from offset 0.
-	var end uint64
-	for _, b := range entries {
-		if uint64(b.Offset) != end {
-			fail("index for pack contains gaps / overlapping blobs: %v blob %s at offset %d, previous blob ends at %d", b.Type, b.ID, b.Offset, end)
-			break
-		}
-		end += uint64(b.Length)
-	}
+	pv.checkLayout(entries)
 
 	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
 	rd, err := c.r.be.Load(ctx, h, 0, 0)
@@ -945,88 +959,123 @@ func (c *checkRun) readPack(ctx context.Context, id ID, buf *bytes.Buffer) int64
 	n, err := buf.ReadFrom(io.TeeReader(io.LimitReader(rd, maxCheckedPack+1), hasher))
 	rd.Close()
 	if err != nil {
-		fail("partial download error after %d bytes: %v", n, err)
+		pv.fail("partial download error after %d bytes: %v", n, err)
 		return n
 	}
 	if n > maxCheckedPack {
-		fail("pack is larger than any valid pack (more than %d bytes)", int64(maxCheckedPack))
+		pv.fail("pack is larger than any valid pack (more than %d bytes)", int64(maxCheckedPack))
 		return n
 	}
-	data := buf.Bytes()
+	pv.data = buf.Bytes()
 	var got ID
 	hasher.Sum(got[:0])
 	if got != id {
-		fail("unexpected pack id %s: the content's SHA-256 does not match the name", got)
+		pv.fail("unexpected pack id %s: the content's SHA-256 does not match the name", got)
 	}
 
 	// Header entries, decoded from the bytes already read.
-	header, herr := decodePackTail(c.r.key, data)
+	header, herr := decodePackTail(c.r.key, pv.data)
 	if herr != nil {
-		fail("%v", herr)
+		pv.fail("%v", herr)
 	}
-
 	// Every blob the index or the header places in this pack must open.
-	type span struct{ off, length, ulen uint32 }
-	opened := map[BlobHandle]map[span]bool{}
-	verify := func(b Blob, from string) {
-		s := span{b.Offset, b.Length, b.UncompressedLength}
-		if opened[b.BlobHandle][s] {
-			return
-		}
-		if opened[b.BlobHandle] == nil {
-			opened[b.BlobHandle] = map[span]bool{}
-		}
-		opened[b.BlobHandle][s] = true
-		if uint64(b.Offset)+uint64(b.Length) > uint64(len(data)) {
-			fail("%v blob %s (%s: offset %d, length %d) extends past the end of the %d-byte pack", b.Type, b.ID, from, b.Offset, b.Length, len(data))
-			return
-		}
-		if err := checkVerifyBlob(c.r, b, data[b.Offset:b.Offset+b.Length]); err != nil {
-			fail("%v blob %s at offset %d: %v", b.Type, b.ID, b.Offset, err)
-		}
-	}
 	for _, b := range entries {
-		verify(b, "index")
+		pv.verify(b, "index")
 	}
-
 	if herr == nil {
-		// Header and index must agree entry for entry.
-		inIndex := map[Blob]bool{}
-		for _, b := range entries {
-			inIndex[b] = true
-		}
-		inHeader := map[Blob]bool{}
-		for _, b := range header {
-			inHeader[b] = true
-		}
-		// Index entries the header lacks, by handle, to pair them with the
-		// header entries they differ from.
-		unmatched := map[BlobHandle][]Blob{}
-		for _, e := range entries {
-			if !inHeader[e] {
-				unmatched[e.BlobHandle] = append(unmatched[e.BlobHandle], e)
-			}
-		}
-		for _, b := range header {
-			if inIndex[b] {
-				continue
-			}
-			verify(b, "header")
-			if l := unmatched[b.BlobHandle]; len(l) > 0 {
-				unmatched[b.BlobHandle] = l[1:]
-				fail("%v blob %s: pack header says %s, index says %s", b.Type, b.ID, checkDescribeEntry(b), checkDescribeEntry(l[0]))
-			} else {
-				fail("%v blob %s in the pack header (%s) is not contained in the index for this pack", b.Type, b.ID, checkDescribeEntry(b))
-			}
-		}
-		for _, e := range entries {
-			if l := unmatched[e.BlobHandle]; len(l) > 0 && l[0] == e {
-				unmatched[e.BlobHandle] = l[1:]
-				fail("%v blob %s is indexed for this pack (%s) but not in its header", e.Type, e.ID, checkDescribeEntry(e))
-			}
-		}
+		pv.compareHeader(entries, header)
 	}
 	return n
+}
+
+// packVerifier collects what is wrong with one downloaded pack.
+type packVerifier struct {
+	r        *Repository
+	data     []byte // the whole pack
+	problems []string
+	// opened are the blob spans already verified, each once.
+	opened map[BlobHandle]map[blobSpan]bool
+}
+
+type blobSpan struct{ off, length, ulen uint32 }
+
+func (pv *packVerifier) fail(format string, args ...any) {
+	pv.problems = append(pv.problems, fmt.Sprintf(format, args...))
+}
+
+// checkLayout requires the index to place the blobs back to back from
+// offset 0.
+func (pv *packVerifier) checkLayout(entries []Blob) {
+	var end uint64
+	for _, b := range entries {
+		if uint64(b.Offset) != end {
+			pv.fail("index for pack contains gaps / overlapping blobs: %v blob %s at offset %d, previous blob ends at %d", b.Type, b.ID, b.Offset, end)
+			return
+		}
+		end += uint64(b.Length)
+	}
+}
+
+// verify decrypts and hashes blob b of the pack (once per span); from
+// says who placed it there (index or header).
+func (pv *packVerifier) verify(b Blob, from string) {
+	s := blobSpan{b.Offset, b.Length, b.UncompressedLength}
+	if pv.opened == nil {
+		pv.opened = map[BlobHandle]map[blobSpan]bool{}
+	}
+	if pv.opened[b.BlobHandle][s] {
+		return
+	}
+	if pv.opened[b.BlobHandle] == nil {
+		pv.opened[b.BlobHandle] = map[blobSpan]bool{}
+	}
+	pv.opened[b.BlobHandle][s] = true
+	if uint64(b.Offset)+uint64(b.Length) > uint64(len(pv.data)) {
+		pv.fail("%v blob %s (%s: offset %d, length %d) extends past the end of the %d-byte pack", b.Type, b.ID, from, b.Offset, b.Length, len(pv.data))
+		return
+	}
+	if err := checkVerifyBlob(pv.r, b, pv.data[b.Offset:b.Offset+b.Length]); err != nil {
+		pv.fail("%v blob %s at offset %d: %v", b.Type, b.ID, b.Offset, err)
+	}
+}
+
+// compareHeader requires the pack's header and the index to agree entry
+// for entry; header entries the index lacks are verified too.
+func (pv *packVerifier) compareHeader(entries, header []Blob) {
+	inIndex := map[Blob]bool{}
+	for _, b := range entries {
+		inIndex[b] = true
+	}
+	inHeader := map[Blob]bool{}
+	for _, b := range header {
+		inHeader[b] = true
+	}
+	// Index entries the header lacks, by handle, to pair them with the
+	// header entries they differ from.
+	unmatched := map[BlobHandle][]Blob{}
+	for _, e := range entries {
+		if !inHeader[e] {
+			unmatched[e.BlobHandle] = append(unmatched[e.BlobHandle], e)
+		}
+	}
+	for _, b := range header {
+		if inIndex[b] {
+			continue
+		}
+		pv.verify(b, "header")
+		if l := unmatched[b.BlobHandle]; len(l) > 0 {
+			unmatched[b.BlobHandle] = l[1:]
+			pv.fail("%v blob %s: pack header says %s, index says %s", b.Type, b.ID, checkDescribeEntry(b), checkDescribeEntry(l[0]))
+		} else {
+			pv.fail("%v blob %s in the pack header (%s) is not contained in the index for this pack", b.Type, b.ID, checkDescribeEntry(b))
+		}
+	}
+	for _, e := range entries {
+		if l := unmatched[e.BlobHandle]; len(l) > 0 && l[0] == e {
+			unmatched[e.BlobHandle] = l[1:]
+			pv.fail("%v blob %s is indexed for this pack (%s) but not in its header", e.Type, e.ID, checkDescribeEntry(e))
+		}
+	}
 }
 
 func checkDescribeEntry(b Blob) string {
