@@ -34,87 +34,99 @@ var tocHeaderRE = regexp.MustCompile(`^-- (?:Data for )?Name: (.*); Type: ([A-Z 
 
 // parseArchiveSchema reads pg_restore's SQL output.
 func parseArchiveSchema(r io.Reader) (*archiveSchema, error) {
-	s := &archiveSchema{}
-	var typ, name string
-	var stmt strings.Builder
-	// Inside a quoted literal ('...') or a quoted identifier ("..."),
-	// either of which may hold the other's quote (a database named
-	// "it's") or a ';' at the end of a line.
-	inQuote, inIdent := false, false
-	roles := map[string]bool{}
-	flush := func() {
-		text := strings.TrimSpace(stmt.String())
-		stmt.Reset()
-		if text == "" {
-			return
-		}
-		for _, role := range statementRoles(text) {
-			roles[role] = true
-		}
-		dbLevel := false
-		switch typ {
-		case "EXTENSION":
-			if strings.HasPrefix(text, "CREATE EXTENSION") && !slices.Contains(s.Extensions, name) {
-				s.Extensions = append(s.Extensions, name)
-			}
-		case "DATABASE":
-			if strings.HasPrefix(text, "CREATE DATABASE ") {
-				s.CreateDatabase = text
-			} else {
-				dbLevel = true
-			}
-		case "DATABASE PROPERTIES":
-			dbLevel = true
-		case "COMMENT", "ACL", "SECURITY LABEL":
-			dbLevel = strings.HasPrefix(name, "DATABASE ")
-		}
-		if dbLevel && !strings.HasPrefix(text, "SET ") && !strings.HasPrefix(text, "SELECT pg_catalog.set_config(") {
-			s.DatabaseLevel = append(s.DatabaseLevel, text)
-		}
-	}
+	p := &tocParser{s: &archiveSchema{}, roles: map[string]bool{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for sc.Scan() {
-		line := sc.Text()
-		if !inQuote && !inIdent {
-			if m := tocHeaderRE.FindStringSubmatch(line); m != nil {
-				flush()
-				name, typ = m[1], m[2]
-				continue
-			}
-			if strings.HasPrefix(line, "--") || strings.HasPrefix(line, `\`) {
-				continue
-			}
-		}
-		stmt.WriteString(line)
-		stmt.WriteByte('\n')
-		// A statement ends at a ';' that closes a line outside a quoted
-		// literal or identifier. (A doubled quote closes and reopens.)
-		for i := 0; i < len(line); i++ {
-			switch c := line[i]; {
-			case inQuote:
-				inQuote = c != '\''
-			case inIdent:
-				inIdent = c != '"'
-			case c == '\'':
-				inQuote = true
-			case c == '"':
-				inIdent = true
-			}
-		}
-		if !inQuote && !inIdent && strings.HasSuffix(strings.TrimRight(line, " \t"), ";") {
-			flush()
-		}
+		p.line(sc.Text())
 	}
-	flush()
+	p.flush()
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	for role := range roles {
-		s.Roles = append(s.Roles, role)
+	for role := range p.roles {
+		p.s.Roles = append(p.s.Roles, role)
 	}
-	slices.Sort(s.Roles)
-	return s, nil
+	slices.Sort(p.s.Roles)
+	return p.s, nil
+}
+
+// tocParser collects statements line by line under the TOC entry header
+// that precedes them.
+type tocParser struct {
+	s         *archiveSchema
+	typ, name string // the current TOC entry
+	stmt      strings.Builder
+	// Inside a quoted literal ('...') or a quoted identifier ("..."),
+	// either of which may hold the other's quote (a database named
+	// "it's") or a ';' at the end of a line.
+	inQuote, inIdent bool
+	roles            map[string]bool
+}
+
+func (p *tocParser) line(line string) {
+	if !p.inQuote && !p.inIdent {
+		if m := tocHeaderRE.FindStringSubmatch(line); m != nil {
+			p.flush()
+			p.name, p.typ = m[1], m[2]
+			return
+		}
+		if strings.HasPrefix(line, "--") || strings.HasPrefix(line, `\`) {
+			return
+		}
+	}
+	p.stmt.WriteString(line)
+	p.stmt.WriteByte('\n')
+	// A statement ends at a ';' that closes a line outside a quoted
+	// literal or identifier. (A doubled quote closes and reopens.)
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case p.inQuote:
+			p.inQuote = c != '\''
+		case p.inIdent:
+			p.inIdent = c != '"'
+		case c == '\'':
+			p.inQuote = true
+		case c == '"':
+			p.inIdent = true
+		}
+	}
+	if !p.inQuote && !p.inIdent && strings.HasSuffix(strings.TrimRight(line, " \t"), ";") {
+		p.flush()
+	}
+}
+
+// flush files the statement collected so far under its TOC entry.
+func (p *tocParser) flush() {
+	text := strings.TrimSpace(p.stmt.String())
+	p.stmt.Reset()
+	if text == "" {
+		return
+	}
+	for _, role := range statementRoles(text) {
+		p.roles[role] = true
+	}
+	s := p.s
+	dbLevel := false
+	switch p.typ {
+	case "EXTENSION":
+		if strings.HasPrefix(text, "CREATE EXTENSION") && !slices.Contains(s.Extensions, p.name) {
+			s.Extensions = append(s.Extensions, p.name)
+		}
+	case "DATABASE":
+		if strings.HasPrefix(text, "CREATE DATABASE ") {
+			s.CreateDatabase = text
+		} else {
+			dbLevel = true
+		}
+	case "DATABASE PROPERTIES":
+		dbLevel = true
+	case "COMMENT", "ACL", "SECURITY LABEL":
+		dbLevel = strings.HasPrefix(p.name, "DATABASE ")
+	}
+	if dbLevel && !strings.HasPrefix(text, "SET ") && !strings.HasPrefix(text, "SELECT pg_catalog.set_config(") {
+		s.DatabaseLevel = append(s.DatabaseLevel, text)
+	}
 }
 
 var (
