@@ -2,7 +2,7 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -121,7 +121,6 @@ first and the original owners are kept.`,
 				return err
 			}
 			defer r.Close()
-			stall := a.getenv(testStallEnv)
 			opts := pgstream.RestoreOptions{Into: into, Host: host, Databases: databases, Globals: globals,
 				InPlace: inPlace, DropPrevious: dropPrevious,
 				Warn: func(s string) {
@@ -129,18 +128,7 @@ first and the original owners are kept.`,
 						a.warnf("%s", s)
 					}
 				},
-				Progress: func(s pgstream.RestoreStep) {
-					if !a.quiet && !a.jsonOutput {
-						a.printRestoreStep(s)
-					}
-					if stall != "" && s.Stage == stall {
-						fmt.Fprintf(a.stderr, "restore: stalled at %s (%s)\n", s.Stage, testStallEnv)
-						select {
-						case <-ctx.Done():
-						case <-time.After(time.Hour):
-						}
-					}
-				}}
+				Progress: a.restoreProgress(ctx)}
 			plan, err := pgstream.PlanRestore(ctx, d, r, container, ref, opts)
 			if plan != nil && (err == nil || errors.Is(err, pgstream.ErrPreflight)) {
 				a.describeRestore(plan, self)
@@ -149,38 +137,13 @@ first and the original owners are kept.`,
 				return err
 			}
 			if !yes {
-				if !a.stdinIsTerminal() {
-					return fmt.Errorf("refusing to restore without --yes: standard input is not a terminal, so nobody can confirm; nothing was changed")
-				}
-				in := bufio.NewReader(a.stdin)
-				fmt.Fprintf(a.stderr, "Type yes to restore: ")
-				line, _ := in.ReadString('\n')
-				if strings.TrimSpace(line) != "yes" {
-					return errNotConfirmed
-				}
-				if inPlace {
-					fmt.Fprintf(a.stderr, "--in-place DROPS the live database(s) before restoring; a failure leaves them missing. Type in-place to go on: ")
-					line, _ := in.ReadString('\n')
-					if strings.TrimSpace(line) != "in-place" {
-						return errNotConfirmed
-					}
+				if err := a.confirmRestore(inPlace); err != nil {
+					return err
 				}
 			}
 			res, err := plan.Run(ctx, d, r, opts)
 			if a.jsonOutput {
-				out := restoreJSON{Container: plan.Container, Target: plan.Target, Host: host, Snapshot: plan.Snapshot.ID.String(),
-					InPlace: plan.InPlace, OK: err == nil, Databases: []restoreDBJSON{}}
-				if err != nil {
-					out.Error = err.Error()
-				}
-				if res != nil {
-					out.Warnings, out.Seconds, out.LeftoversDropped = res.Warnings, res.Duration.Seconds(), res.LeftoversDropped
-					for _, db := range res.Databases {
-						out.Databases = append(out.Databases, restoreDBJSON{Name: db.Name, Tables: drillTables(db.Tables),
-							Previous: db.Previous, PreviousBytes: db.PreviousBytes, PreviousDropped: db.PreviousDropped})
-					}
-				}
-				if jerr := json.NewEncoder(a.stdout).Encode(out); jerr != nil && err == nil {
+				if jerr := a.emitJSON(newRestoreJSON(plan, host, res, err)); jerr != nil && err == nil {
 					err = jerr
 				}
 				return err
@@ -192,17 +155,7 @@ first and the original owners are kept.`,
 				return err
 			}
 			if !a.quiet {
-				fmt.Fprintf(a.stdout, "restored %d database(s) of container %s from snapshot %s in %s; row counts match the manifest\n",
-					len(res.Databases), plan.Target, plan.Snapshot.ID.Str(), res.Duration.Round(100*time.Millisecond))
-				for _, db := range res.Databases {
-					switch {
-					case db.PreviousDropped:
-						fmt.Fprintf(a.stdout, "database %s: the replaced database %s (%s) was dropped (--drop-previous)\n", db.Name, db.Previous, bytesHuman(uint64(db.PreviousBytes)))
-					case db.Previous != "":
-						fmt.Fprintf(a.stdout, "database %s: the replaced database is kept as %s (%s); swap back: scalr-backup previous %s swap-back %s; drop: scalr-backup previous %s drop %s\n",
-							db.Name, db.Previous, bytesHuman(uint64(db.PreviousBytes)), plan.Target, db.Previous, plan.Target, db.Previous)
-					}
-				}
+				a.printRestored(plan, res)
 			}
 			return nil
 		},
@@ -216,6 +169,79 @@ first and the original owners are kept.`,
 	f.BoolVar(&inPlace, "in-place", false, "drop each live database first instead of restoring beside it (no room needed; a failure loses it)")
 	f.BoolVar(&dropPrevious, "drop-previous", false, "drop the replaced database once the restored one is live, instead of keeping it")
 	return cmd
+}
+
+// restoreProgress prints each restore step (not with --quiet or --json),
+// and stalls at the step testStallEnv names.
+func (a *app) restoreProgress(ctx context.Context) func(pgstream.RestoreStep) {
+	stall := a.getenv(testStallEnv)
+	return func(s pgstream.RestoreStep) {
+		if !a.quiet && !a.jsonOutput {
+			a.printRestoreStep(s)
+		}
+		if stall != "" && s.Stage == stall {
+			fmt.Fprintf(a.stderr, "restore: stalled at %s (%s)\n", s.Stage, testStallEnv)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Hour):
+			}
+		}
+	}
+}
+
+// confirmRestore asks on the terminal; a second time for --in-place.
+func (a *app) confirmRestore(inPlace bool) error {
+	if !a.stdinIsTerminal() {
+		return fmt.Errorf("refusing to restore without --yes: standard input is not a terminal, so nobody can confirm; nothing was changed")
+	}
+	in := bufio.NewReader(a.stdin)
+	fmt.Fprintf(a.stderr, "Type yes to restore: ")
+	line, _ := in.ReadString('\n')
+	if strings.TrimSpace(line) != "yes" {
+		return errNotConfirmed
+	}
+	if inPlace {
+		fmt.Fprintf(a.stderr, "--in-place DROPS the live database(s) before restoring; a failure leaves them missing. Type in-place to go on: ")
+		line, _ := in.ReadString('\n')
+		if strings.TrimSpace(line) != "in-place" {
+			return errNotConfirmed
+		}
+	}
+	return nil
+}
+
+// newRestoreJSON is restore --json's line; res may be nil, err is the
+// restore's outcome.
+func newRestoreJSON(plan *pgstream.RestorePlan, host string, res *pgstream.RestoreResult, err error) restoreJSON {
+	out := restoreJSON{Container: plan.Container, Target: plan.Target, Host: host, Snapshot: plan.Snapshot.ID.String(),
+		InPlace: plan.InPlace, OK: err == nil, Databases: []restoreDBJSON{}}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	if res != nil {
+		out.Warnings, out.Seconds, out.LeftoversDropped = res.Warnings, res.Duration.Seconds(), res.LeftoversDropped
+		for _, db := range res.Databases {
+			out.Databases = append(out.Databases, restoreDBJSON{Name: db.Name, Tables: drillTables(db.Tables),
+				Previous: db.Previous, PreviousBytes: db.PreviousBytes, PreviousDropped: db.PreviousDropped})
+		}
+	}
+	return out
+}
+
+// printRestored says what a finished restore did with each replaced
+// database, and how to swap it back or drop it.
+func (a *app) printRestored(plan *pgstream.RestorePlan, res *pgstream.RestoreResult) {
+	fmt.Fprintf(a.stdout, "restored %d database(s) of container %s from snapshot %s in %s; row counts match the manifest\n",
+		len(res.Databases), plan.Target, plan.Snapshot.ID.Str(), res.Duration.Round(100*time.Millisecond))
+	for _, db := range res.Databases {
+		switch {
+		case db.PreviousDropped:
+			fmt.Fprintf(a.stdout, "database %s: the replaced database %s (%s) was dropped (--drop-previous)\n", db.Name, db.Previous, bytesHuman(uint64(db.PreviousBytes)))
+		case db.Previous != "":
+			fmt.Fprintf(a.stdout, "database %s: the replaced database is kept as %s (%s); swap back: scalr-backup previous %s swap-back %s; drop: scalr-backup previous %s drop %s\n",
+				db.Name, db.Previous, bytesHuman(uint64(db.PreviousBytes)), plan.Target, db.Previous, plan.Target, db.Previous)
+		}
+	}
 }
 
 // printRestoreStep prints a restore's progress on standard error.
