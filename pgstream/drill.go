@@ -2,6 +2,7 @@ package pgstream
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -232,11 +233,7 @@ func drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 		return fmt.Errorf("start the drill container %s: %w", name, err)
 	}
 	started = true
-	timeout := opts.ReadyTimeout
-	if timeout <= 0 {
-		timeout = 3 * time.Minute
-	}
-	conn, err := waitReady(ctx, d, name, spec.wantListen, timeout)
+	conn, err := waitReady(ctx, d, name, spec.wantListen, cmp.Or(max(opts.ReadyTimeout, 0), 3*time.Minute))
 	if err != nil {
 		return err
 	}
@@ -246,19 +243,31 @@ func drill(ctx context.Context, d Docker, r *repo.Repository, containerName stri
 		res.Warnings = append(res.Warnings, msg)
 	}
 	rr, rerr := Restore(ctx, d, r, containerName, sn.ID.String(), RestoreOptions{Into: name, Host: opts.Hostname, Globals: true, DropPrevious: true, intoConn: &conn})
-	if rr != nil {
-		res.Warnings = append(res.Warnings, rr.Warnings...)
-		for _, db := range rr.Databases {
-			dd := DrillDatabase{Name: db.Name, Tables: []DrillTable{}}
-			for _, t := range db.Tables {
-				dd.Tables = append(dd.Tables, DrillTable{Schema: t.Schema, Name: t.Name, Expected: t.Expected, Restored: t.Restored, OK: t.OK()})
-			}
-			res.Databases = append(res.Databases, dd)
-		}
-	}
+	res.addRestore(rr)
 	if rerr != nil {
 		return rerr
 	}
+	return res.addChecksums(ctx, d, conn)
+}
+
+// addRestore takes the restore's warnings and row counts (rr may be nil).
+func (res *DrillResult) addRestore(rr *RestoreResult) {
+	if rr == nil {
+		return
+	}
+	res.Warnings = append(res.Warnings, rr.Warnings...)
+	for _, db := range rr.Databases {
+		dd := DrillDatabase{Name: db.Name, Tables: []DrillTable{}}
+		for _, t := range db.Tables {
+			dd.Tables = append(dd.Tables, DrillTable{Schema: t.Schema, Name: t.Name, Expected: t.Expected, Restored: t.Restored, OK: t.OK()})
+		}
+		res.Databases = append(res.Databases, dd)
+	}
+}
+
+// addChecksums records each restored table's checksum, read from the
+// drill's server over conn.
+func (res *DrillResult) addChecksums(ctx context.Context, d Docker, conn Conn) error {
 	for i := range res.Databases {
 		db := &res.Databases[i]
 		sums, err := tableChecksums(ctx, d, conn, db.Name)
@@ -372,47 +381,17 @@ func drillMounts(ctx context.Context, d Docker, ins container.InspectResponse, e
 		pgdata = "/var/lib/postgresql/data"
 	}
 	name := strings.TrimPrefix(ins.Name, "/")
-	refs := map[string]string{} // path -> the variable or setting naming it
-	for k, v := range em {
-		if strings.HasSuffix(k, "_FILE") && strings.HasPrefix(v, "/") {
-			refs[path.Clean(v)] = k
-		}
-	}
-	args := append(append([]string(nil), ins.Config.Entrypoint...), ins.Config.Cmd...)
-	for _, f := range fileSettings(args) {
-		refs[f.path] = f.setting
-	}
-	if len(ins.Config.Entrypoint) > 0 && strings.HasPrefix(ins.Config.Entrypoint[0], "/") {
-		refs[path.Clean(ins.Config.Entrypoint[0])] = "the entrypoint"
-	}
-	within := func(p, dir string) bool { return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/") }
+	refs := drillFileRefs(ins, em)
 	var mounts []mount.Mount
 	have := map[string]bool{}
 	for _, p := range slices.Sorted(maps.Keys(refs)) {
-		// The most specific mount holding p.
-		var mp *container.MountPoint
-		for i := range ins.Mounts {
-			m := &ins.Mounts[i]
-			if within(p, path.Clean(m.Destination)) && (mp == nil || len(m.Destination) > len(mp.Destination)) {
-				mp = m
-			}
-		}
+		mp := mountHolding(ins.Mounts, p)
 		if mp == nil {
 			continue // in the image itself: the drill container has it too
 		}
-		dest := path.Clean(mp.Destination)
-		var mnt *mount.Mount
-		switch {
-		case within(pgdata, dest) || within(dest, pgdata):
-			// Never the live data directory, not even read-only.
-		case mp.Type == mount.TypeBind && mp.Source != "":
-			mnt = &mount.Mount{Type: mount.TypeBind, Source: mp.Source, Target: dest, ReadOnly: true}
-		case mp.Type == mount.TypeVolume && mp.Name != "":
-			mnt = &mount.Mount{Type: mount.TypeVolume, Source: mp.Name, Target: dest, ReadOnly: true}
-		}
-		if mnt != nil {
-			if !have[dest] {
-				have[dest] = true
+		if mnt := readOnlyCopy(mp, pgdata); mnt != nil {
+			if !have[mnt.Target] {
+				have[mnt.Target] = true
 				mounts = append(mounts, *mnt)
 			}
 			continue
@@ -438,6 +417,60 @@ func drillMounts(ctx context.Context, d Docker, ins container.InspectResponse, e
 		}
 	}
 	return mounts, env
+}
+
+// drillFileRefs are the files the live container's start-up reads: *_FILE
+// variables, file settings on its command line, its entrypoint; by path,
+// with what names each.
+func drillFileRefs(ins container.InspectResponse, em map[string]string) map[string]string {
+	refs := map[string]string{} // path -> the variable or setting naming it
+	for k, v := range em {
+		if strings.HasSuffix(k, "_FILE") && strings.HasPrefix(v, "/") {
+			refs[path.Clean(v)] = k
+		}
+	}
+	args := append(append([]string(nil), ins.Config.Entrypoint...), ins.Config.Cmd...)
+	for _, f := range fileSettings(args) {
+		refs[f.path] = f.setting
+	}
+	if len(ins.Config.Entrypoint) > 0 && strings.HasPrefix(ins.Config.Entrypoint[0], "/") {
+		refs[path.Clean(ins.Config.Entrypoint[0])] = "the entrypoint"
+	}
+	return refs
+}
+
+// pathWithin reports whether p is dir or below it.
+func pathWithin(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// mountHolding is the most specific of mounts holding p, or nil.
+func mountHolding(mounts []container.MountPoint, p string) *container.MountPoint {
+	var mp *container.MountPoint
+	for i := range mounts {
+		m := &mounts[i]
+		if pathWithin(p, path.Clean(m.Destination)) && (mp == nil || len(m.Destination) > len(mp.Destination)) {
+			mp = m
+		}
+	}
+	return mp
+}
+
+// readOnlyCopy is mp mounted read-only at the same place (bind mounts from
+// the same source, volumes by name), or nil when it cannot be copied: a
+// tmpfs, or one holding or inside the data directory pgdata (never the
+// live data, not even read-only).
+func readOnlyCopy(mp *container.MountPoint, pgdata string) *mount.Mount {
+	dest := path.Clean(mp.Destination)
+	switch {
+	case pathWithin(pgdata, dest) || pathWithin(dest, pgdata):
+		return nil
+	case mp.Type == mount.TypeBind && mp.Source != "":
+		return &mount.Mount{Type: mount.TypeBind, Source: mp.Source, Target: dest, ReadOnly: true}
+	case mp.Type == mount.TypeVolume && mp.Name != "":
+		return &mount.Mount{Type: mount.TypeVolume, Source: mp.Name, Target: dest, ReadOnly: true}
+	}
+	return nil
 }
 
 // setEnv sets KEY=value in env, or removes KEY when value is "".
