@@ -183,8 +183,9 @@ func TestSFTPInterop(t *testing.T) {
 		if _, ok := got[snaps[0]]; ok || len(got) != 3 {
 			t.Errorf("after forget --keep-last 1: %v, want a.dump, b.dump and %.8s", sortedKeys(got), snaps[1])
 		}
-		for _, rr := range []*testenv.ResticCLI{r14, r18} {
-			resticCheckReadData(t, rr, r.rloc)
+		resticCheckReadData(t, r14, r.rloc)
+		if res := r18.MustRun(t, r.rloc, "", nil, "check"); !strings.Contains(string(res.Stdout), "no errors were found") {
+			t.Errorf("restic 0.18.1 check after our prune:\n%s", res.Stdout)
 		}
 		if sum, n := resticDumpHash(t, r14, r.rloc, snaps[1], "/c.dump"); sum != streamHash(184, 2<<20) || n != 2<<20 {
 			t.Errorf("restic 0.14 dump after our prune: %d bytes %.12s", n, sum)
@@ -361,7 +362,9 @@ func TestSFTPFaults(t *testing.T) {
 		// The lock it could not remove is stale now; unlock clears it so
 		// the checks below see a quiet repository.
 		r.ours.mustRun(t, nil, "unlock", "--remove-all")
-		resticCheckReadData(t, r18, r.rloc)
+		if res := r18.MustRun(t, r.rloc, "", nil, "check"); !strings.Contains(string(res.Stdout), "no errors were found") {
+			t.Errorf("restic 0.18.1 check after the failed backup:\n%s", res.Stdout)
+		}
 	})
 
 	// The host-key and login cases run `snapshots` from a HOME of their
