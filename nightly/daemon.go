@@ -1,6 +1,7 @@
 package nightly
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,65 +78,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	s.init()
 	log := s.Logger
 
-	spec := d.Schedule
-	if spec == "" {
-		spec = s.Config.Schedule
-	}
-	if spec == "" {
-		spec = DefaultSchedule
-	}
-	passSched, err := ParseSchedule(spec)
+	sc, err := d.schedules()
 	if err != nil {
-		return fmt.Errorf("schedule %q: %w", spec, err)
+		return err
 	}
-	drillSpec := d.DrillSchedule
-	if drillSpec == "" {
-		drillSpec = s.Config.DrillSchedule
-	}
-	if isOff(drillSpec) {
-		drillSpec = ""
-	}
-	var drillSched cron.Schedule
-	if drillSpec != "" {
-		if s.Drill == nil {
-			log.Warn("no drill function is wired: the drill schedule is ignored")
-		} else if drillSched, err = ParseSchedule(drillSpec); err != nil {
-			return fmt.Errorf("drill schedule %q: %w", drillSpec, err)
-		}
-	}
-
 	if s.Config.MetricsAddr != "" && s.Metrics != nil {
-		ln, err := net.Listen("tcp", s.Config.MetricsAddr)
+		stop, err := d.serveMetrics()
 		if err != nil {
-			return fmt.Errorf("metrics address: %w", err)
+			return err
 		}
-		if d.Listening != nil {
-			d.Listening(ln.Addr())
-		}
-		srv := &http.Server{Handler: s.Metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server stopped", "error", err)
-			}
-		}()
-		log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-			<-served
-		}()
+		defer stop()
 	}
-
-	every := d.StaleCheckEvery
-	if every <= 0 {
-		every = s.Config.CheckInterval
-	}
-	if every <= 0 {
-		every = DefaultCheckInterval
-	}
+	every := cmp.Or(max(d.StaleCheckEvery, 0), max(s.Config.CheckInterval, 0), DefaultCheckInterval)
 	if s.Metrics != nil && !d.NoRefresh {
 		s.Metrics.ExpectChecks(CheckRepository)
 		if s.Discoverer != nil {
@@ -146,109 +100,186 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Jobs run under their own context, cancelled only after the grace.
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
-	sem := make(chan struct{}, 1)
-	var jobs sync.WaitGroup // the RunNow pass; cron waits for its own jobs
-	stopping := atomic.Bool{}
-
-	acquire := func() bool {
-		select {
-		case sem <- struct{}{}:
-			return true
-		case <-jobCtx.Done():
-			return false
-		}
-	}
-	setNext := func() {
-		if s.Metrics == nil {
-			return
-		}
-		now := time.Now()
-		s.Metrics.SetNextPass(passSched.Next(now))
-		if drillSched != nil {
-			s.Metrics.SetNextDrill(drillSched.Next(now))
-		}
-	}
-	passJob := func() {
-		setNext()
-		if stopping.Load() {
-			return
-		}
-		if !d.passRunning.CompareAndSwap(false, true) {
-			d.skipped.Add(1)
-			log.Warn("pass skipped: the previous pass is still running")
-			return
-		}
-		defer d.passRunning.Store(false)
-		if !acquire() {
-			return
-		}
-		defer func() { <-sem }()
-		rep := s.RunPass(jobCtx)
-		if d.AfterPass != nil {
-			d.AfterPass(rep)
-		}
-	}
-	drillJob := func() {
-		setNext()
-		if stopping.Load() {
-			return
-		}
-		if !d.drillRunning.CompareAndSwap(false, true) {
-			log.Warn("drill skipped: the previous drill is still running")
-			return
-		}
-		defer d.drillRunning.Store(false)
-		if !acquire() {
-			return
-		}
-		defer func() { <-sem }()
-		rep := s.RunDrill(jobCtx)
-		if d.AfterDrill != nil {
-			d.AfterDrill(rep)
-		}
-	}
+	jr := &jobRunner{d: d, s: s, sc: sc, ctx: jobCtx, sem: make(chan struct{}, 1)}
 
 	c := cron.New(cron.WithLocation(time.UTC), cron.WithLogger(cronLogger{log}))
-	c.Schedule(passSched, cron.FuncJob(passJob))
-	if drillSched != nil {
-		c.Schedule(drillSched, cron.FuncJob(drillJob))
+	c.Schedule(sc.pass, cron.FuncJob(jr.passJob))
+	if sc.drill != nil {
+		c.Schedule(sc.drill, cron.FuncJob(jr.drillJob))
 	}
 	c.Start()
-	setNext()
+	jr.setNext()
 	now := time.Now().UTC()
-	attrs := []any{"schedule", spec, "next_pass", passSched.Next(now).Format(time.RFC3339)}
-	if drillSched != nil {
-		attrs = append(attrs, "drill_schedule", drillSpec, "next_drill", drillSched.Next(now).Format(time.RFC3339))
+	attrs := []any{"schedule", sc.passSpec, "next_pass", sc.pass.Next(now).Format(time.RFC3339)}
+	if sc.drill != nil {
+		attrs = append(attrs, "drill_schedule", sc.drillSpec, "next_drill", sc.drill.Next(now).Format(time.RFC3339))
 	}
 	log.Info("daemon started", attrs...)
 	if d.RunNow {
-		jobs.Add(1)
+		jr.jobs.Add(1)
 		go func() {
-			defer jobs.Done()
-			passJob()
+			defer jr.jobs.Done()
+			jr.passJob()
 		}()
 	}
 
-	// The checks: at once, then every period; after a failure, again
-	// sooner with backoff.
-	checkTimeout := d.CheckTimeout
-	if checkTimeout <= 0 {
-		checkTimeout = 2 * time.Minute
+	d.checkLoop(ctx, every)
+
+	jr.stopping.Store(true)
+	d.shutdown(c.Stop(), jr, cancelJobs)
+	return nil
+}
+
+// daemonSchedules are the daemon's parsed schedules (drill nil: none).
+type daemonSchedules struct {
+	passSpec, drillSpec string
+	pass, drill         cron.Schedule
+}
+
+// schedules parses the pass and drill schedules: the Daemon's, else the
+// Config's, else the defaults (no drill when "off" or unwired).
+func (d *Daemon) schedules() (daemonSchedules, error) {
+	s := d.Service
+	var sc daemonSchedules
+	sc.passSpec = cmp.Or(d.Schedule, s.Config.Schedule, DefaultSchedule)
+	var err error
+	if sc.pass, err = ParseSchedule(sc.passSpec); err != nil {
+		return sc, fmt.Errorf("schedule %q: %w", sc.passSpec, err)
 	}
+	sc.drillSpec = cmp.Or(d.DrillSchedule, s.Config.DrillSchedule)
+	if isOff(sc.drillSpec) {
+		sc.drillSpec = ""
+	}
+	switch {
+	case sc.drillSpec == "":
+	case s.Drill == nil:
+		s.Logger.Warn("no drill function is wired: the drill schedule is ignored")
+	default:
+		if sc.drill, err = ParseSchedule(sc.drillSpec); err != nil {
+			return sc, fmt.Errorf("drill schedule %q: %w", sc.drillSpec, err)
+		}
+	}
+	return sc, nil
+}
+
+// serveMetrics serves /metrics and /healthz on Config.MetricsAddr until
+// the returned stop is called.
+func (d *Daemon) serveMetrics() (stop func(), err error) {
+	s := d.Service
+	ln, err := net.Listen("tcp", s.Config.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics address: %w", err)
+	}
+	if d.Listening != nil {
+		d.Listening(ln.Addr())
+	}
+	srv := &http.Server{Handler: s.Metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.Logger.Error("metrics server stopped", "error", err)
+		}
+	}()
+	s.Logger.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-served
+	}, nil
+}
+
+// jobRunner runs the daemon's passes and drills one at a time.
+type jobRunner struct {
+	d        *Daemon
+	s        *Service
+	sc       daemonSchedules
+	ctx      context.Context // the jobs' own, cancelled after the grace
+	sem      chan struct{}   // one job at a time
+	jobs     sync.WaitGroup  // the RunNow pass; cron waits for its own jobs
+	stopping atomic.Bool
+}
+
+func (jr *jobRunner) acquire() bool {
+	select {
+	case jr.sem <- struct{}{}:
+		return true
+	case <-jr.ctx.Done():
+		return false
+	}
+}
+
+func (jr *jobRunner) setNext() {
+	if jr.s.Metrics == nil {
+		return
+	}
+	now := time.Now()
+	jr.s.Metrics.SetNextPass(jr.sc.pass.Next(now))
+	if jr.sc.drill != nil {
+		jr.s.Metrics.SetNextDrill(jr.sc.drill.Next(now))
+	}
+}
+
+func (jr *jobRunner) passJob() {
+	jr.setNext()
+	if jr.stopping.Load() {
+		return
+	}
+	if !jr.d.passRunning.CompareAndSwap(false, true) {
+		jr.d.skipped.Add(1)
+		jr.s.Logger.Warn("pass skipped: the previous pass is still running")
+		return
+	}
+	defer jr.d.passRunning.Store(false)
+	if !jr.acquire() {
+		return
+	}
+	defer func() { <-jr.sem }()
+	rep := jr.s.RunPass(jr.ctx)
+	if jr.d.AfterPass != nil {
+		jr.d.AfterPass(rep)
+	}
+}
+
+func (jr *jobRunner) drillJob() {
+	jr.setNext()
+	if jr.stopping.Load() {
+		return
+	}
+	if !jr.d.drillRunning.CompareAndSwap(false, true) {
+		jr.s.Logger.Warn("drill skipped: the previous drill is still running")
+		return
+	}
+	defer jr.d.drillRunning.Store(false)
+	if !jr.acquire() {
+		return
+	}
+	defer func() { <-jr.sem }()
+	rep := jr.s.RunDrill(jr.ctx)
+	if jr.d.AfterDrill != nil {
+		jr.d.AfterDrill(rep)
+	}
+}
+
+// checkLoop runs the checks until ctx ends: at once, then every period;
+// after a failure, again sooner with backoff. Each round ends with the
+// dead-man check. With NoRefresh only the dead-man check runs.
+func (d *Daemon) checkLoop(ctx context.Context, every time.Duration) {
+	s := d.Service
+	checkTimeout := cmp.Or(max(d.CheckTimeout, 0), 2*time.Minute)
 	backoff := time.Second
 	wait := time.Duration(0)
 	healthy := false
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	if d.NoRefresh {
-		wait = every
-		timer.Reset(wait)
+		timer.Reset(every)
 	}
-loop:
 	for {
 		select {
 		case <-ctx.Done():
-			break loop
+			return
 		case <-timer.C:
 		}
 		if d.NoRefresh {
@@ -260,16 +291,16 @@ loop:
 		err := s.Check(cctx)
 		cancel()
 		if ctx.Err() != nil {
-			break loop
+			return
 		}
 		if err != nil {
 			wait = min(backoff, every)
 			backoff = min(2*backoff, every)
-			log.Error("check failed: retrying", "error", err, "retry_in", wait.String())
+			s.Logger.Error("check failed: retrying", "error", err, "retry_in", wait.String())
 			healthy = false
 		} else {
 			if !healthy {
-				log.Info("check passed: repository and Docker engine work")
+				s.Logger.Info("check passed: repository and Docker engine work")
 			}
 			healthy = true
 			wait, backoff = every, time.Second
@@ -280,15 +311,18 @@ loop:
 		s.CheckStale(ctx)
 		timer.Reset(wait)
 	}
+}
 
-	stopping.Store(true)
-	cronDone := c.Stop()
+// shutdown waits for cron's jobs and the RunNow pass, up to ShutdownGrace
+// for a running one, then cancels the jobs' context and waits for them.
+func (d *Daemon) shutdown(cronDone context.Context, jr *jobRunner, cancelJobs context.CancelFunc) {
+	log := d.Service.Logger
 	busy := d.passRunning.Load() || d.drillRunning.Load()
 	log.Info("daemon stopping", "job_running", busy)
 	finished := make(chan struct{})
 	go func() {
 		<-cronDone.Done()
-		jobs.Wait()
+		jr.jobs.Wait()
 		close(finished)
 	}()
 	if busy && d.ShutdownGrace > 0 {
@@ -301,7 +335,6 @@ loop:
 	cancelJobs()
 	<-finished
 	log.Info("daemon stopped")
-	return nil
 }
 
 // cronLogger sends robfig/cron's messages to slog at debug level (errors at
