@@ -69,6 +69,9 @@ type Metrics struct {
 	buildInfo       *prometheus.GaugeVec
 	healthy         prometheus.Gauge
 
+	// deferred deletions and the retention extension of the last pass
+	deferredFiles, deferredBytes, retentionEnd *prometheus.GaugeVec
+
 	staleAfter time.Duration
 	now        func() time.Time
 	exp        *expectation
@@ -153,6 +156,9 @@ func NewMetrics(staleAfter time.Duration, now func() time.Time) *Metrics {
 	m.drillFailures = cnt("drill_failures_total", "Failed restore drills.")
 	m.forgotten = cnt("forgotten_snapshots_total", "Snapshots removed by the retention policy.")
 	m.pruneFreed = cnt("prune_freed_bytes_total", "Bytes of storage freed by prune.")
+	m.deferredFiles = gv("deferred_deletions", "Deletions the storage refused in the last pass's forget and prune (Object Lock retention, bucket lock rules, no delete permission): the files stay and a later pass retries.", nil)
+	m.deferredBytes = gv("deferred_deletion_bytes", "Bytes of the packs whose deletion the last pass's prune deferred.", nil)
+	m.retentionEnd = gv("retention_earliest_end_timestamp_seconds", "Earliest Object Lock retention end among the objects the kept snapshots need, after the last pass's extension (Unix seconds); absent without retention.", nil)
 	m.lastPassTime = gv("last_pass_timestamp_seconds", "When the last pass finished (Unix seconds); absent until this process (or, in a textfile, run) finished one.", nil)
 	m.lastPassOK = gv("last_pass_success", "1 when everything in the last pass succeeded; absent until a pass finished.", nil)
 	m.lastPassSeconds = gv("last_pass_duration_seconds", "How long the last pass took, opening the repository included; absent until a pass finished.", nil)
@@ -267,6 +273,21 @@ func (m *Metrics) ObservePass(rep *Report) {
 	if rep.Prune != nil {
 		m.pruneFreed.Add(float64(rep.Prune.RemoveSize + rep.Prune.UnreferencedSize))
 	}
+	if rep.Forget != nil || rep.Prune != nil {
+		var files, size float64
+		if rep.Forget != nil {
+			files += float64(rep.Forget.Deferred.Files)
+		}
+		if rep.Prune != nil {
+			files += float64(rep.Prune.Deferred.Files)
+			size += float64(rep.Prune.Deferred.Size)
+		}
+		m.deferredFiles.WithLabelValues().Set(files)
+		m.deferredBytes.WithLabelValues().Set(size)
+	}
+	if st := rep.Retention; st != nil && !st.EarliestEnd.IsZero() {
+		setTime(m.retentionEnd, st.EarliestEnd)
+	}
 	if st := rep.Repository; st != nil {
 		m.repoBytes.WithLabelValues().Set(float64(st.PackBytes))
 		m.repoPacks.WithLabelValues().Set(float64(st.Packs))
@@ -365,6 +386,7 @@ func (m *Metrics) AddRequests(c backend.Counts) {
 	}{
 		{"save", c.Saves, c.SaveErrors}, {"load", c.Loads, c.LoadErrors}, {"stat", c.Stats, c.StatErrors},
 		{"list", c.ListPages, c.ListErrors}, {"remove", c.Removes, c.RemoveErrors},
+		{"extend_retention", c.RetentionExtends, 0},
 	} {
 		okN := max(0, x.all-x.bad)
 		m.requests.WithLabelValues(x.op, "ok").Add(float64(okN))

@@ -175,7 +175,7 @@ func (t TargetReport) MarshalJSON() ([]byte, error) {
 
 // StageError is a failure of the pass itself, outside any one target.
 type StageError struct {
-	// Stage is one of open, discover, forget, prune, pass.
+	// Stage is one of open, discover, forget, prune, retention, pass.
 	Stage string
 	Err   error
 }
@@ -210,6 +210,10 @@ type ForgetReport struct {
 	// records among them.
 	Removed       int `json:"removed"`
 	DrillsRemoved int `json:"drills_removed"`
+	// Deferred are the snapshot files the storage refused to delete
+	// (retention, bucket lock rules, no delete permission): they stay, are
+	// not kept under retention any more, and a later pass removes them.
+	Deferred repo.Deferred `json:"deferred"`
 }
 
 // ContainerState is what the repository holds for one container after the
@@ -266,6 +270,9 @@ type Report struct {
 	Repository *RepositoryStats `json:"repository,omitempty"`
 	// Requests are the storage requests the pass made.
 	Requests backend.Counts `json:"requests"`
+	// Retention is the extension of the kept snapshots' Object Lock
+	// retention (nil when the storage keeps none).
+	Retention *repo.ExtendStats `json:"retention,omitempty"`
 }
 
 // MarshalJSON adds ok and duration_seconds.
@@ -495,7 +502,13 @@ func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
 		} else {
 			rep.Prune = st
 			log.Info("prune done", "packs_removed", st.PacksRemove+st.PacksUnreferenced, "packs_repacked", st.PacksRepack, "bytes_freed", st.RemoveSize+st.UnreferencedSize)
+			if st.Deferred.Files > 0 {
+				log.Warn("prune deferred deletions the storage refuses", "deferred", st.Deferred.String())
+			}
 		}
+	}
+	if ctx.Err() == nil {
+		extendRetention(ctx, r, rep, log)
 	}
 	if !listed && ctx.Err() == nil {
 		all, err := r.ListSnapshots(ctx)
@@ -634,6 +647,35 @@ func drillPolicy(keep int) repo.ExpirePolicy {
 	return repo.ExpirePolicy{Last: keep}
 }
 
+// extendRetention keeps what the kept snapshots need under Object Lock
+// retention (see repo.ExtendRetention); the snapshots this pass's forget
+// chose to remove, deleted or deferred, are not kept.
+func extendRetention(ctx context.Context, r *repo.Repository, rep *Report, log *slog.Logger) {
+	exclude := map[repo.ID]bool{}
+	if f := rep.Forget; f != nil {
+		for _, g := range append(append([]ForgetGroupReport(nil), f.Groups...), f.DrillGroups...) {
+			for _, s := range g.Removed {
+				if id, err := repo.ParseID(s); err == nil {
+					exclude[id] = true
+				}
+			}
+		}
+		if f.Deferred.Files > 0 {
+			log.Warn("forget deferred deletions the storage refuses", "deferred", f.Deferred.String())
+		}
+	}
+	st, err := r.ExtendRetention(ctx, repo.ExtendOptions{Exclude: exclude})
+	if err != nil {
+		rep.fail("retention", err)
+		log.Error("retention extension failed", "error", err)
+		return
+	}
+	if st != nil {
+		rep.Retention = st
+		log.Info("retention extended", "objects", st.Objects, "extended", st.Extended, "until", st.Until, "earliest_end", st.EarliestEnd)
+	}
+}
+
 // forgetContainers applies policy to the container backups (ContainerOf) of
 // host ("" for all hosts), grouped by host and paths as restic's default
 // does, so that no two containers ever share a group; and drills, a
@@ -705,7 +747,7 @@ func forgetContainers(ctx context.Context, r *repo.Repository, policy, drills re
 	}
 	removed := map[repo.ID]bool{}
 	if len(ids) > 0 {
-		done, err := r.RemoveSnapshots(ctx, ids)
+		done, err := r.RemoveSnapshotsDeferring(ctx, ids, &fr.Deferred)
 		for _, id := range done {
 			removed[id] = true
 			if drillIDs[id] {

@@ -219,6 +219,11 @@ func (r *Repository) UsedBlobs(ctx context.Context) (map[BlobHandle]struct{}, er
 	if len(skipped) > 0 {
 		return nil, &DamagedSnapshotsError{Op: "prune", Skipped: skipped}
 	}
+	return r.usedBlobsOf(ctx, snaps)
+}
+
+// usedBlobsOf walks the trees of snaps and returns every blob they need.
+func (r *Repository) usedBlobsOf(ctx context.Context, snaps []*Snapshot) (map[BlobHandle]struct{}, error) {
 	used := map[BlobHandle]struct{}{}
 	var visit func(id ID, where string) error
 	visit = func(id ID, where string) error {
