@@ -1023,8 +1023,50 @@ func (d *Docker) RunPostgresWith(t testing.TB, name string, o PostgresOptions) *
 		major = DefaultPostgresMajor
 	}
 	image := d.PostgresImageShape(t, major, o.Shape)
+	env := postgresTestEnv(t, o.Env)
+	c := &Container{Name: name, Major: major, Shape: o.Shape, Port: o.Port, d: d}
+	c.setCredentials(env, o.Files)
 
-	env := maps.Clone(o.Env)
+	args := []string{"run", "--detach", "--network", "none", "--name", name, "--env-file", writeEnvFile(t, env),
+		// The official image's STOPSIGNAL (docker import cannot set one):
+		// fast shutdown.
+		"--stop-signal", "SIGINT"}
+	for _, k := range slices.Sorted(maps.Keys(o.Labels)) {
+		args = append(args, "--label", k+"="+o.Labels[k])
+	}
+	args = append(args, o.mountArgs(t)...)
+	args = append(args, image)
+	switch {
+	case o.Cmd == nil && o.Shape == ShapeNoCmd:
+		args = append(args, "-c", "fsync=off")
+	case o.Cmd == nil:
+		args = append(args, "postgres", "-c", "fsync=off")
+	default:
+		args = append(args, o.Cmd...)
+	}
+	c.ID = d.CLI(t, args...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			logs, _ := d.Command(ctx, "logs", "--tail", "60", name).CombinedOutput()
+			t.Logf("container %s, end of its log:\n%s", name, logs)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := d.Run(ctx, nil, "rm", "--force", "--volumes", name); err != nil {
+			t.Errorf("remove container %s: %v", name, err)
+		}
+	})
+	c.waitReady(t)
+	return c
+}
+
+// postgresTestEnv is env with the test defaults: a random
+// POSTGRES_PASSWORD unless a password (or an auth method) is set, and
+// POSTGRES_INITDB_ARGS=--no-sync unless set.
+func postgresTestEnv(t testing.TB, in map[string]string) map[string]string {
+	env := maps.Clone(in)
 	if env == nil {
 		env = map[string]string{}
 	}
@@ -1034,16 +1076,21 @@ func (d *Docker) RunPostgresWith(t testing.TB, name string, o PostgresOptions) *
 	if _, ok := env["POSTGRES_INITDB_ARGS"]; !ok {
 		env["POSTGRES_INITDB_ARGS"] = "--no-sync"
 	}
-	c := &Container{Name: name, Major: major, Shape: o.Shape, User: env["POSTGRES_USER"], DB: env["POSTGRES_DB"],
-		Password: env["POSTGRES_PASSWORD"], Port: o.Port, d: d}
+	return env
+}
+
+// setCredentials sets the superuser, database and password the container
+// will have, from env or the *_FILE files.
+func (c *Container) setCredentials(env, files map[string]string) {
+	c.User, c.DB, c.Password = env["POSTGRES_USER"], env["POSTGRES_DB"], env["POSTGRES_PASSWORD"]
 	if f := env["POSTGRES_PASSWORD_FILE"]; f != "" {
-		c.Password = strings.TrimRight(o.Files[f], "\n")
+		c.Password = strings.TrimRight(files[f], "\n")
 	}
 	if f := env["POSTGRES_USER_FILE"]; f != "" {
-		c.User = strings.TrimRight(o.Files[f], "\n")
+		c.User = strings.TrimRight(files[f], "\n")
 	}
 	if f := env["POSTGRES_DB_FILE"]; f != "" {
-		c.DB = strings.TrimRight(o.Files[f], "\n")
+		c.DB = strings.TrimRight(files[f], "\n")
 	}
 	if c.User == "" {
 		c.User = "postgres"
@@ -1051,7 +1098,11 @@ func (d *Docker) RunPostgresWith(t testing.TB, name string, o PostgresOptions) *
 	if c.DB == "" {
 		c.DB = c.User
 	}
+}
 
+// writeEnvFile writes env as a docker --env-file of mode 0600 (values
+// never go on argv) and returns its path.
+func writeEnvFile(t testing.TB, env map[string]string) string {
 	var envFile strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		v := env[k]
@@ -1064,14 +1115,14 @@ func (d *Docker) RunPostgresWith(t testing.TB, name string, o PostgresOptions) *
 	if err := os.WriteFile(envPath, []byte(envFile.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return envPath
+}
 
-	args := []string{"run", "--detach", "--network", "none", "--name", name, "--env-file", envPath,
-		// The official image's STOPSIGNAL (docker import cannot set one):
-		// fast shutdown.
-		"--stop-signal", "SIGINT"}
-	for _, k := range slices.Sorted(maps.Keys(o.Labels)) {
-		args = append(args, "--label", k+"="+o.Labels[k])
-	}
+// mountArgs are docker run's --tmpfs, --volume and --mount arguments for
+// o's tmpfs mounts, volumes and files (each file written 0600 in a
+// temporary directory and bind-mounted read-only).
+func (o PostgresOptions) mountArgs(t testing.TB) []string {
+	var args []string
 	for _, p := range slices.Sorted(maps.Keys(o.Tmpfs)) {
 		if !strings.HasPrefix(p, "/") || strings.Contains(p, ":") {
 			t.Fatalf("RunPostgresWith: tmpfs path %q: must be absolute, without ':'", p)
@@ -1098,31 +1149,7 @@ func (d *Docker) RunPostgresWith(t testing.TB, name string, o PostgresOptions) *
 			args = append(args, "--mount", "type=bind,source="+host+",target="+p+",readonly")
 		}
 	}
-	args = append(args, image)
-	switch {
-	case o.Cmd == nil && o.Shape == ShapeNoCmd:
-		args = append(args, "-c", "fsync=off")
-	case o.Cmd == nil:
-		args = append(args, "postgres", "-c", "fsync=off")
-	default:
-		args = append(args, o.Cmd...)
-	}
-	c.ID = d.CLI(t, args...)
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			logs, _ := d.Command(ctx, "logs", "--tail", "60", name).CombinedOutput()
-			t.Logf("container %s, end of its log:\n%s", name, logs)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if _, err := d.Run(ctx, nil, "rm", "--force", "--volumes", name); err != nil {
-			t.Errorf("remove container %s: %v", name, err)
-		}
-	})
-	c.waitReady(t)
-	return c
+	return args
 }
 
 // waitReady waits until psql can run a query in the container's database,
