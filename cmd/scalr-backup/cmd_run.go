@@ -399,15 +399,16 @@ func (a *app) nightlyRun(ctx context.Context, cfg nightly.Config, w nightlyWirin
 	if rep.Cancelled && ctx.Err() != nil {
 		return ctx.Err()
 	}
-	// The log and the report have said what failed: the exit line must not
-	// say it a third time (reported keeps the error for the exit code).
 	for _, e := range rep.Errors {
 		if e.Stage == "open" {
-			// Keep the repository's own error (and so its exit code).
+			// Keep the repository's own error (and so its exit code). The
+			// log and the report have said it: the exit line must not say
+			// it a third time, only add the hint.
 			return reported{e.Err}
 		}
 	}
-	return reported{rep.Err()}
+	// The exit line sums up ("1 of 3 container backups failed: …").
+	return rep.Err()
 }
 
 // printNightlyReport prints the per-container table and the pass's other

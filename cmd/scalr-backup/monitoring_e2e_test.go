@@ -315,8 +315,12 @@ func monExpectedSet(t *testing.T, fx *e2eFixture) {
 		return !there && !strings.Contains(e2eHealthz(t, r.metricsAddr).raw, monGone)
 	})
 	list := r.mustRun(t, "retire", "--list", "--json")
-	if !strings.Contains(string(list.stdout), `"container": "`+monGone+`"`) || !strings.Contains(string(list.stdout), `"active": true`) {
-		t.Errorf("retire --list: %s", list.stdout)
+	var rows []struct {
+		Container string `json:"container"`
+		Active    bool   `json:"active"`
+	}
+	if err := json.Unmarshal(list.stdout, &rows); err != nil || len(rows) != 1 || rows[0].Container != monGone || !rows[0].Active {
+		t.Errorf("retire --list: %v %s", err, list.stdout)
 	}
 	if code, _ := d.stop(t); code != 0 {
 		t.Errorf("daemon exit %d", code)
