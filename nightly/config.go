@@ -65,6 +65,11 @@ type Config struct {
 	TargetTimeout time.Duration
 	// RetryLock is how long to wait for a lock another process holds.
 	RetryLock time.Duration
+	// NoPrune leaves forget and prune out of the pass
+	// (SCALR_BACKUP_PRUNE=off): a host whose storage key may not delete
+	// backs up, and another machine with a key that may delete runs
+	// forget --prune. The retention extension still runs.
+	NoPrune bool
 	// Init creates the repository when there is none.
 	Init bool
 
@@ -122,6 +127,7 @@ func Environment() []Env {
 		{"SCALR_BACKUP_ALLOW_EMPTY", "false", "a pass that finds no container succeeds instead of failing"},
 		{"SCALR_BACKUP_TARGET_TIMEOUT", "6h", "longest one container's backup may take; 0 for no limit"},
 		{"SCALR_BACKUP_RETRY_LOCK", "15m", "how long to wait for a repository lock held by another process (--retry-lock wins)"},
+		{"SCALR_BACKUP_PRUNE", "on", "off leaves forget and prune out of every pass, for a host whose storage key may not delete: run forget --prune elsewhere with a key that may (Object Lock retention is still extended)"},
 		{"SCALR_BACKUP_INIT", "false", "create the repository when there is none (like --init)"},
 		{"SCALR_BACKUP_ON_FAILURE", "", "shell command (/bin/sh -c) run for each failed container (one that cannot be backed up, or is missing, included), failed stage, stale container and failed drill; details in SCALR_BACKUP_EVENT, _CONTAINER, _ERROR, _HOST, _TIME, _LAST_SUCCESS, _STAGE, _REMINDER"},
 		{"SCALR_BACKUP_ON_SUCCESS", "", "shell command run after a pass in which everything succeeded"},
@@ -291,6 +297,15 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		*dst = b
 	}
+	if v := get("SCALR_BACKUP_PRUNE"); v != "" {
+		switch {
+		case isOff(v):
+			c.NoPrune = true
+		case strings.EqualFold(v, "on") || strings.EqualFold(v, "true"):
+		default:
+			bad("SCALR_BACKUP_PRUNE", v, "want on or off")
+		}
+	}
 	boolVar("SCALR_BACKUP_ALLOW_EMPTY", &c.AllowEmpty)
 	boolVar("SCALR_BACKUP_INIT", &c.Init)
 	boolVar("SCALR_BACKUP_WEBHOOK_ON_SUCCESS", &c.WebhookOnSuccess)
@@ -421,6 +436,7 @@ func (c Config) PassOptions() PassOptions {
 	return PassOptions{
 		Policy: c.Policy, DrillKeep: c.DrillKeep, Host: c.Host, AllowEmpty: c.AllowEmpty,
 		TargetTimeout: c.TargetTimeout, RemoveStaleLocks: true,
+		SkipForget: c.NoPrune, SkipPrune: c.NoPrune,
 	}
 }
 

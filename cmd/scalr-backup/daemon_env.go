@@ -41,6 +41,7 @@ func repositoryEnvironment() []nightly.Env {
 		{Name: "AWS_CONTAINER_CREDENTIALS_FULL_URI", Meaning: "container role credentials (set by the platform)"},
 		{Name: "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", Meaning: "container role credentials (set by the platform)"},
 		{Name: "AWS_WEB_IDENTITY_TOKEN_FILE", Meaning: "web-identity role token (set by the platform)"},
+		{Name: "SCALR_BACKUP_RETENTION_LOCK", Meaning: "S3 Object Lock retention of every object written but locks/, like -o s3.retention=30d (days, or a duration like 36h); each pass extends what the kept snapshots need. -o s3.retention-mode=compliance changes the mode from governance"},
 		{Name: open.EnvRetryMaxAttempts, Default: "10", Meaning: "most tries of one storage request (1 turns retries off)"},
 		{Name: open.EnvRetryMaxElapsed, Default: "5m", Meaning: "longest one storage operation may spend retrying, waits included"},
 		{Name: open.EnvRetryInitialDelay, Default: "500ms", Meaning: "wait before the second try; each further wait doubles"},
