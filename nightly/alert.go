@@ -267,6 +267,12 @@ func Summary(rep *Report) string {
 	if rep.Prune != nil {
 		fmt.Fprintf(&b, "prune: %d packs removed, %d repacked\n", rep.Prune.PacksRemove+rep.Prune.PacksUnreferenced, rep.Prune.PacksRepack)
 	}
+	if rep.Forget != nil && rep.Forget.Deferred.Files > 0 {
+		fmt.Fprintf(&b, "forget: %s\n", &rep.Forget.Deferred)
+	}
+	if rep.Prune != nil && rep.Prune.Deferred.Files > 0 {
+		fmt.Fprintf(&b, "prune: %s\n", &rep.Prune.Deferred)
+	}
 	return b.String()
 }
 

@@ -452,6 +452,16 @@ func (a *app) printNightlyReport(rep *nightly.Report) {
 	if p := rep.Prune; p != nil {
 		fmt.Fprintf(a.stdout, "prune: removed %d packs, repacked %d, freed %s\n", p.PacksRemove+p.PacksUnreferenced, p.PacksRepack, bytesHuman(p.RemoveSize+p.UnreferencedSize))
 	}
+	if f := rep.Forget; f != nil && f.Deferred.Files > 0 {
+		fmt.Fprintf(a.stdout, "forget: %s\n", &f.Deferred)
+	}
+	if p := rep.Prune; p != nil && p.Deferred.Files > 0 {
+		fmt.Fprintf(a.stdout, "prune: %s\n", &p.Deferred)
+	}
+	if st := rep.Retention; st != nil {
+		fmt.Fprintf(a.stdout, "retention: %d objects the kept snapshots need, %d extended to %s, all locked until %s at least\n",
+			st.Objects, st.Extended, st.Until.Format(time.RFC3339), st.EarliestEnd.Format(time.RFC3339))
+	}
 	status := "OK"
 	switch {
 	case rep.Cancelled:
