@@ -812,9 +812,11 @@ type noRepoError struct {
 }
 
 func (e *noRepoError) Error() string {
-	return fmt.Sprintf("the folder %s does not exist on the server: %v", e.dir, e.err)
+	return fmt.Sprintf("the repository folder %s does not exist on the server", e.dir)
 }
-func (e *noRepoError) Unwrap() []error { return []error{backend.ErrNoRepository, e.err} }
+func (e *noRepoError) Unwrap() []error {
+	return []error{backend.ErrNoRepository, backend.ErrNotExist, e.err}
+}
 
 // List calls fn for every regular file of type t whose name is 64 lowercase
 // hex digits. For packs it walks the folders in data/ and reports only files

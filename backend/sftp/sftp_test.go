@@ -121,6 +121,27 @@ func TestLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A temporary file an interrupted save left is a leftover; only such
+	// files may be removed through RemoveLeftover.
+	if err := os.WriteFile(filepath.Join(root, "data", "ab", backend.TempPrefix+"cut"), []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	if err := be.ListLeftovers(ctx, func(lo backend.Leftover) error { left = append(left, lo.Path); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0] != "data/ab/"+backend.TempPrefix+"cut" {
+		t.Fatalf("leftovers %q", left)
+	}
+	if err := be.RemoveLeftover(ctx, "data/ab/"+id); err == nil || !backend.IsPermanent(err) {
+		t.Errorf("RemoveLeftover of a pack: %v, want a permanent refusal", err)
+	}
+	if err := be.RemoveLeftover(ctx, left[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, left[0])); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("leftover still there: %v", err)
+	}
 	if err := be.Create(ctx); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("Create over a repository: %v, want fs.ErrExist", err)
 	}

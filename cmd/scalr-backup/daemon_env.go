@@ -24,7 +24,7 @@ const (
 // engine's.
 func repositoryEnvironment() []nightly.Env {
 	return []nightly.Env{
-		{Name: "RESTIC_REPOSITORY", Meaning: "repository location: a path, local:PATH or s3:HOST/BUCKET[/PREFIX] (--repo)"},
+		{Name: "RESTIC_REPOSITORY", Meaning: "repository location: a path, local:PATH, s3:HOST/BUCKET[/PREFIX] or sftp:USER@HOST:PATH / sftp://USER@HOST:PORT/PATH (--repo)"},
 		{Name: "RESTIC_REPOSITORY_FILE", Meaning: "file holding the repository location (--repository-file)"},
 		{Name: "RESTIC_PASSWORD_FILE", Meaning: "file holding the repository password: the whole file, white space trimmed (--password-file); compose.yaml sets it to its secret"},
 		{Name: "RESTIC_PASSWORD_COMMAND", Meaning: "shell command that prints the password (--password-command)"},
@@ -41,6 +41,7 @@ func repositoryEnvironment() []nightly.Env {
 		{Name: "AWS_CONTAINER_CREDENTIALS_FULL_URI", Meaning: "container role credentials (set by the platform)"},
 		{Name: "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", Meaning: "container role credentials (set by the platform)"},
 		{Name: "AWS_WEB_IDENTITY_TOKEN_FILE", Meaning: "web-identity role token (set by the platform)"},
+		{Name: "SSH_AUTH_SOCK", Meaning: "SFTP: the ssh-agent whose keys are offered first (key files: -o sftp.identity, else ~/.ssh/config's IdentityFile, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa)"},
 		{Name: "SCALR_BACKUP_RETENTION_LOCK", Meaning: "S3 Object Lock retention of every object written but locks/, like -o s3.retention=30d (days, or a duration like 36h); each pass extends what the kept snapshots need. -o s3.retention-mode=compliance changes the mode from governance"},
 		{Name: open.EnvRetryMaxAttempts, Default: "10", Meaning: "most tries of one storage request (1 turns retries off)"},
 		{Name: open.EnvRetryMaxElapsed, Default: "5m", Meaning: "longest one storage operation may spend retrying, waits included"},

@@ -163,11 +163,11 @@ flags below; passwords are never accepted as arguments.`,
 		SilenceErrors: true,
 	}
 	f := root.PersistentFlags()
-	f.StringVarP(&a.repoLocation, "repo", "r", "", "repository `location`: a path, local:PATH or s3:HOST/BUCKET[/PREFIX] (default: $RESTIC_REPOSITORY)")
+	f.StringVarP(&a.repoLocation, "repo", "r", "", "repository `location`: a path, local:PATH, s3:HOST/BUCKET[/PREFIX] or sftp:USER@HOST:PATH (default: $RESTIC_REPOSITORY)")
 	f.StringVar(&a.repoFile, "repository-file", "", "read the repository location from `file` (default: $RESTIC_REPOSITORY_FILE)")
 	f.StringVarP(&a.passwordFile, "password-file", "p", "", "read the repository password from `file` (default: $RESTIC_PASSWORD_FILE)")
 	f.StringVar(&a.passwordCmd, "password-command", "", "shell `command` that prints the password (default: $RESTIC_PASSWORD_COMMAND)")
-	f.StringArrayVarP(&a.options, "option", "o", nil, "backend `key=value` option, e.g. s3.region=auto (repeatable)")
+	f.StringArrayVarP(&a.options, "option", "o", nil, "backend `key=value` option, e.g. s3.region=auto or sftp.identity=FILE (repeatable)")
 	f.BoolVar(&a.jsonOutput, "json", false, "print JSON instead of text")
 	f.BoolVarP(&a.quiet, "quiet", "q", false, "print only errors")
 	f.BoolVarP(&a.verbose, "verbose", "v", false, "print more detail, including storage request counts")

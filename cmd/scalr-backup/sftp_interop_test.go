@@ -427,6 +427,17 @@ func TestSFTPFaults(t *testing.T) {
 		}
 	})
 
+	t.Run("missing-folder", func(t *testing.T) {
+		missing := filepath.Join(filepath.Dir(r.dir), "no-such-folder")
+		c := &ourCLI{bin: r.ours.bin, env: append(append([]string(nil), r.ours.env...), "RESTIC_REPOSITORY=sftp:"+sftpAlias+":"+missing)}
+		start := time.Now()
+		res := c.run(t, nil, "snapshots")
+		t.Logf("snapshots of a missing folder: exit %d in %s: %s", res.code, time.Since(start).Round(time.Millisecond), lastLine(res.stderr))
+		if res.code != exitNoRepo || !strings.Contains(string(res.stderr), missing+" does not exist") || strings.Contains(string(res.stderr), "storage retry") {
+			t.Errorf("want exit %d naming the missing folder, without retries: %s", exitNoRepo, res)
+		}
+	})
+
 	t.Run("read-only-server", func(t *testing.T) {
 		ro := testenv.StartSSHWith(t, testenv.SSHOptions{ReadOnly: true})
 		c := &ourCLI{bin: r.ours.bin, env: append([]string(nil), r.ours.env...)}

@@ -228,6 +228,8 @@ secrets:
 	runCompose("config", "config", "--quiet")
 	// The socket-proxy variant parses too, with the same project files.
 	runCompose("config-socket-proxy", "-f", filepath.Join(root, "deploy", "compose.socket-proxy.yaml"), "config", "--quiet")
+	// So does the SFTP overlay on top of compose.yaml.
+	runCompose("config-sftp", "-f", filepath.Join(root, "deploy", "compose.yaml"), "-f", filepath.Join(root, "deploy", "compose.sftp.yaml"), "config", "--quiet")
 	runCompose("up", "up", "-d", "--no-build")
 	step("compose up")
 
