@@ -211,7 +211,7 @@ func TestObjectLockForgetPrune(t *testing.T) {
 	if got := s.olKeys(t, "snapshots/"); len(got) != 1 || !strings.HasSuffix(got[0], idB) {
 		t.Errorf("snapshots after the lock ended: %v, want only %s", got, idB)
 	}
-	resticCheckReadData(t, s.r18, s.loc)
+	olCheck(t, s.r18, s.loc)
 
 	// B's packs are now listed by the index file that prune wrote, locked
 	// for 10 s more: after a new backup C, forget removes B and prune
@@ -239,7 +239,7 @@ func TestObjectLockForgetPrune(t *testing.T) {
 		t.Errorf("no pack deferred: %+v", ps.Deferred)
 	}
 	t.Logf("prune deferred: %s", &ps.Deferred)
-	resticCheckReadData(t, s.r18, s.loc)
+	olCheck(t, s.r18, s.loc)
 
 	olSleepUntil(t, ps.Deferred.Until)
 	res = s.ours.mustRun(t, nil, "prune", "--json")
@@ -265,7 +265,7 @@ func olResticDumps(t *testing.T, r *testenv.ResticCLI, loc string, want map[stri
 	if len(snaps) != len(want) {
 		t.Errorf("restic %s lists %d snapshots, want %d", r.Version, len(snaps), len(want))
 	}
-	resticCheckReadData(t, r, loc)
+	olCheck(t, r, loc)
 	for id, sum := range want {
 		if got, _ := resticDumpHash(t, r, loc, id, "/db.pgdump"); got != sum {
 			t.Errorf("restic %s dump %.8s: SHA-256 %s, want %s", r.Version, id, got, sum)
@@ -339,7 +339,7 @@ func TestObjectLockNoDeleteCredentials(t *testing.T) {
 		t.Fatalf("prune with a key that may not delete: %+v", st)
 	}
 	t.Logf("host prune: %s", &st.Deferred)
-	resticCheckReadData(t, s.r18, s.loc)
+	olCheck(t, s.r18, s.loc)
 	// Nothing broke: the host backs up again, and the owner's prune
 	// deletes what the host's deferred.
 	idC, sumC := olBackup(t, host, 3, 2<<20)
@@ -460,11 +460,26 @@ func TestObjectLockRewind(t *testing.T) {
 	if !bytes.Contains(res.stdout, []byte("restore config")) || !bytes.Contains(res.stdout, []byte("remove "+newKey)) {
 		t.Errorf("rewind output does not name the restored config and the removed key:\n%s", res.stdout)
 	}
-	resticCheckReadData(t, s.r18, s.loc)
+	olCheck(t, s.r18, s.loc)
 	for id, sum := range map[string]string{idA: sumA, idB: sumB} {
 		if got, _ := resticDumpHash(t, s.r18, s.loc, id, "/db.pgdump"); got != sum {
 			t.Errorf("restic dump %.8s after rewind: %s, want %s", id, got, sum)
 		}
 	}
 	t.Logf("acceptance 1 in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// olCheck is resticCheckReadData that also refuses the non-critical hint
+// of a pack listed in two index files, which a prune that rewrote the
+// index while an old index file stayed would cause.
+func olCheck(t *testing.T, r *testenv.ResticCLI, loc string) {
+	t.Helper()
+	res := r.MustRun(t, loc, "", nil, "check", "--read-data")
+	out := string(res.Stdout) + string(res.Stderr)
+	for _, bad := range []string{"several indexes", "repair index"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("restic %s check --read-data mentions %q:\n%s", r.Version, bad, out)
+		}
+	}
+	resticCheckReadData(t, r, loc)
 }
