@@ -183,3 +183,18 @@ func TestPruneDefersWhenDeletesAreRefused(t *testing.T) {
 	}
 	checkClean(t, r, "after the retry")
 }
+
+// repair index under retention: the old index files stay (deferred, with
+// their end), the command does not fail.
+func TestRepairIndexDefersLockedIndexFiles(t *testing.T) {
+	ctx := context.Background()
+	r, _, _ := deferTestRepo(t)
+	deferBackup(t, r, 1)
+	rep, err := r.RepairIndex(ctx, RepairIndexOptions{ReadAllPacks: true})
+	if err != nil {
+		t.Fatalf("repair index under retention: %v", err)
+	}
+	if rep.Deferred.Files == 0 || rep.Deferred.Until.IsZero() || len(rep.IndexRemoved) != 0 {
+		t.Fatalf("repair index under retention: removed %v, deferred %+v", rep.IndexRemoved, rep.Deferred)
+	}
+}

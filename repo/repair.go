@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 
 	"github.com/scalr-platform/scalr-backup/backend"
 )
@@ -35,6 +36,11 @@ type RepairIndexReport struct {
 	// deleted after the new ones were saved.
 	IndexWritten []ID `json:"index_written"`
 	IndexRemoved []ID `json:"index_removed"`
+	// Deferred are old index files the storage refused to delete (Object
+	// Lock retention, bucket lock rules, no delete permission): they stay
+	// beside the new index, which restic check calls non-critical, and a
+	// later prune or repair removes them.
+	Deferred Deferred `json:"deferred"`
 }
 
 // RepairIndex rebuilds the index from the packs, as restic's `repair index`
@@ -91,15 +97,20 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 	}
 
 	say("removing %d old index files", len(oldFiles))
+	var deferMu sync.Mutex
 	for _, id := range oldFiles {
 		if slices.Contains(rep.IndexWritten, id) {
 			continue // the same content as a new one
 		}
-		if err := r.removeFile(ctx, backend.IndexFile, id); err != nil {
+		gone, err := r.removeOrDefer(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}, 0, &deferMu, &rep.Deferred)
+		if err != nil {
 			return rep, fmt.Errorf("the new index is saved, but removing the old index/%s failed: %w (duplicates are harmless; run repair index again)", id, err)
 		}
-		rep.IndexRemoved = append(rep.IndexRemoved, id)
+		if gone {
+			rep.IndexRemoved = append(rep.IndexRemoved, id)
+		}
 	}
+	rep.Deferred.sort()
 	r.resetIndex(idx)
 	return rep, nil
 }

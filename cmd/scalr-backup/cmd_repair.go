@@ -57,6 +57,7 @@ left out and listed; check then names the snapshots that need them.`,
 				fmt.Fprintf(a.stdout, "index rebuilt: %d packs in %d new index files (%d pack headers read), %d old index files removed\n",
 					rep.Packs, len(rep.IndexWritten), rep.PacksRead, len(rep.IndexRemoved))
 			}
+			a.printDeferred(&rep.Deferred, "repair index")
 			for _, id := range rep.MissingPacks {
 				a.warnf("pack %s was in the old index but is not stored: left out", id)
 			}
