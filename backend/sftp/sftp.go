@@ -362,7 +362,8 @@ const fileMode fs.FileMode = 0o400
 const dirMode fs.FileMode = 0o700
 
 // paths returns h's path relative to the repository (for messages) and on
-// the server, or an error for a handle that cannot name a file.
+// the server, or an error for a handle that cannot name a file (callers
+// make it permanent: no retry makes a handle valid).
 func (b *Backend) paths(h backend.Handle) (rel, full string, err error) {
 	rel, err = backend.LayoutPath(h)
 	if err != nil {
@@ -492,7 +493,7 @@ func (b *Backend) mkdir(s *session, rel string) error {
 func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source) error {
 	rel, full, err := b.paths(h)
 	if err != nil {
-		return fmt.Errorf("save: %w", err)
+		return backend.Permanent(fmt.Errorf("save: %w", err))
 	}
 	size := src.Length()
 	if size < 0 {
@@ -638,7 +639,7 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, length int, offset
 	}
 	rel, full, err := b.paths(h)
 	if err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+		return nil, backend.Permanent(fmt.Errorf("load: %w", err))
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("load %s: %w", rel, err)
@@ -774,7 +775,7 @@ func (r *rangeReader) Close() error {
 func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
 	rel, full, err := b.paths(h)
 	if err != nil {
-		return backend.FileInfo{}, fmt.Errorf("stat: %w", err)
+		return backend.FileInfo{}, backend.Permanent(fmt.Errorf("stat: %w", err))
 	}
 	if err := ctx.Err(); err != nil {
 		return backend.FileInfo{}, fmt.Errorf("stat %s: %w", rel, err)
@@ -826,7 +827,7 @@ func (e *noRepoError) Unwrap() []error {
 func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
 	folder, ok := backend.Folder(t)
 	if !ok {
-		return fmt.Errorf("list %q: not a listable file type", string(t))
+		return backend.Permanent(fmt.Errorf("list %q: not a listable file type", string(t)))
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("list %s: %w", folder, err)
@@ -936,7 +937,7 @@ func listEntries(ctx context.Context, rel, prefix string, entries []os.FileInfo,
 func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	rel, full, err := b.paths(h)
 	if err != nil {
-		return fmt.Errorf("remove: %w", err)
+		return backend.Permanent(fmt.Errorf("remove: %w", err))
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("remove %s: %w", rel, err)
