@@ -27,7 +27,7 @@ type RetryOptions struct {
 	MaxDelay     time.Duration
 	// Report, if set, is called after each failed attempt that will be
 	// retried, with the operation ("save", "load", "stat", "list",
-	// "remove", "create"), the file, the attempt number (from 1) and the
+	// "remove", "create", "extend retention"), the file, the attempt number (from 1) and the
 	// attempt's error. It must be safe for concurrent use.
 	Report func(op string, h Handle, attempt int, err error)
 	// Log, if set, is told of every retry before it happens: the
