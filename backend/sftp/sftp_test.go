@@ -7,10 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/backend/backendtest"
@@ -147,5 +153,117 @@ func TestLayout(t *testing.T) {
 	}
 	if got := be.Location(); got != srv.Location("rel/repo") {
 		t.Errorf("Location() = %q, want %q", got, srv.Location("rel/repo"))
+	}
+}
+
+// freezeProxy forwards TCP connections to a target until Freeze: from then
+// on the connections open at that moment carry nothing more, in either
+// direction, but stay open (a link that died without a reset: a NAT
+// timeout, a pulled cable). Connections made later work.
+type freezeProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	frozen []*atomic.Bool
+	live   []*atomic.Bool
+}
+
+func newFreezeProxy(t *testing.T, target string) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			frozen := &atomic.Bool{}
+			p.mu.Lock()
+			p.live = append(p.live, frozen)
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					for frozen.Load() {
+						time.Sleep(10 * time.Millisecond) // hold the bytes: the link is dead
+						if _, e := dst.Write(nil); e != nil {
+							return
+						}
+					}
+					if n > 0 {
+						if _, err := dst.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}
+			go pipe(s, c)
+			go pipe(c, s)
+		}
+	}()
+	return p
+}
+
+// Freeze stops every connection open now.
+func (p *freezeProxy) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.live {
+		f.Store(true)
+	}
+	p.live = nil
+}
+
+// TestKeepAlive: when the link dies silently, keep-alives close the
+// connection (an operation waiting on it fails instead of hanging), and
+// the next attempt dials a new one.
+func TestKeepAlive(t *testing.T) {
+	srv := testenv.StartSSH(t)
+	proxy := newFreezeProxy(t, srv.Addr())
+	ctx := context.Background()
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	line := knownhosts.Line([]string{knownhosts.Normalize(proxy.ln.Addr().String())}, srv.HostKey)
+	if err := os.WriteFile(kh, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, srv, "sftp://"+srv.User+"@"+proxy.ln.Addr().String()+"/"+filepath.Join(t.TempDir(), "repo"))
+	cfg.KnownHosts = []string{kh}
+	cfg.KeepAlive = 200 * time.Millisecond
+	be := newTestBackend(t, cfg)
+	if err := be.Create(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h := backend.Handle{Type: backend.SnapshotFile, Name: strings.Repeat("5", 64)}
+	if err := be.Save(ctx, h, backend.BytesSource([]byte("snapshot"))); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Freeze()
+	start := time.Now()
+	_, err := be.Stat(ctx, h)
+	took := time.Since(start)
+	t.Logf("Stat on a dead link: %v after %s", err, took.Round(time.Millisecond))
+	if err == nil || backend.IsPermanent(err) {
+		t.Errorf("Stat on a dead link: %v, want a transient error", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the dead link was noticed after %s, want about 3 keep-alive intervals", took)
+	}
+	if fi, err := be.Stat(ctx, h); err != nil || fi.Size != 8 {
+		t.Errorf("Stat after the link died (a new connection): %+v, %v", fi, err)
 	}
 }
