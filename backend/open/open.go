@@ -116,7 +116,7 @@ func open(ctx context.Context, location string, opts Options, create bool) (*Ope
 		}
 		// No connection yet: the first operation connects, inside the
 		// retries below.
-		sb, err := sftp.New(cfg)
+		sb, err := sftp.New(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}

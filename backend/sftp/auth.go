@@ -1,6 +1,7 @@
 package sftp
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -42,7 +43,10 @@ func (k *keySet) close() {
 // or IdentityFile must be usable; of the default files only those that
 // exist are read. Having no key at all is an error listing what was
 // looked at.
-func (c *Config) loadKeys() (*keySet, error) {
+func (c *Config) loadKeys(ctx context.Context) (*keySet, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	ks := &keySet{}
 	seen := map[string]bool{}
 	add := func(s ssh.Signer) {
@@ -53,7 +57,8 @@ func (c *Config) loadKeys() (*keySet, error) {
 		}
 	}
 	if c.AgentSocket != "" {
-		conn, err := net.Dial("unix", c.AgentSocket)
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "unix", c.AgentSocket)
 		if err != nil {
 			ks.skipped = append(ks.skipped, fmt.Sprintf("the SSH agent at %s does not answer (%v)", c.AgentSocket, err))
 		} else {
@@ -148,7 +153,10 @@ type hostKeys struct {
 // loadHostKeys reads the known_hosts files: -o sftp.known-hosts (each must
 // exist), else ~/.ssh/known_hosts (which may not exist yet; then every
 // host is unknown).
-func (c *Config) loadHostKeys() (*hostKeys, error) {
+func (c *Config) loadHostKeys(ctx context.Context) (*hostKeys, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	hk := &hostKeys{}
 	files := c.KnownHosts
 	explicit := len(files) > 0

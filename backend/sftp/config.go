@@ -154,15 +154,6 @@ func splitHostPath(loc string) (host, dir string, err error) {
 	return h, d, nil
 }
 
-// Addr is host:port for dialling, with Port defaulting to 22.
-func (c Config) Addr() string {
-	port := c.Port
-	if port == "" {
-		port = "22"
-	}
-	return net.JoinHostPort(c.Host, port)
-}
-
 // Location returns the location in a form ParseConfig accepts again:
 // "sftp:USER@HOST:DIR", or the URL form when a port is set.
 func (c Config) Location() string {

@@ -1,6 +1,7 @@
 package sftp
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -161,7 +162,7 @@ func TestApplySSHConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Home = home
-	host, err := cfg.applySSHConfig("me")
+	host, err := cfg.applySSHConfig(context.Background(), "me")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestApplySSHConfig(t *testing.T) {
 	cfg, _ = ParseConfig("//admin@box:2022//srv/repo")
 	cfg.Home = home
 	_ = cfg.ApplyOption("sftp.identity", "/mine")
-	if _, err := cfg.applySSHConfig("me"); err != nil {
+	if _, err := cfg.applySSHConfig(context.Background(), "me"); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Port != "2022" || cfg.User != "admin" || !reflect.DeepEqual(cfg.Identities, []string{"/mine"}) {
@@ -185,7 +186,7 @@ func TestApplySSHConfig(t *testing.T) {
 
 	cfg, _ = ParseConfig("nowhere:/srv")
 	cfg.Home = t.TempDir() // no .ssh at all
-	host, err = cfg.applySSHConfig("me")
+	host, err = cfg.applySSHConfig(context.Background(), "me")
 	if err != nil || host != "nowhere" || cfg.User != "me" || cfg.Port != "" {
 		t.Errorf("without a config file: host %s, %+v, %v", host, cfg, err)
 	}

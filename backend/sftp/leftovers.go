@@ -43,6 +43,6 @@ func (b *Backend) RemoveLeftover(ctx context.Context, p string) error {
 		return err
 	}
 	return b.do(ctx, func(s *session) error {
-		return b.remove(s, p, path.Join(b.cfg.Path, p))
+		return b.remove(ctx, s, p, path.Join(b.cfg.Path, p))
 	})
 }

@@ -94,7 +94,8 @@ func (s *session) close() {
 // New returns a backend for cfg (from ParseConfig, with ApplyEnv and
 // ApplyOption applied). It reads ~/.ssh/config for the host but makes no
 // connection: the first operation connects, inside the caller's retries.
-func New(cfg Config) (*Backend, error) {
+// ctx bounds only that reading.
+func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.Connections < 1 {
 		cfg.Connections = DefaultConnections
 	}
@@ -109,7 +110,7 @@ func New(cfg Config) (*Backend, error) {
 		localUser = u.Username
 	}
 	loc := cfg.Location()
-	dialHost, err := cfg.applySSHConfig(localUser)
+	dialHost, err := cfg.applySSHConfig(ctx, localUser)
 	if err != nil {
 		return nil, err
 	}
@@ -188,12 +189,12 @@ func (b *Backend) drop(s *session) {
 // permanent; a refused or dropped TCP connection is not.
 func (b *Backend) dial(ctx context.Context) (*session, error) {
 	fail := func(err error) error { return fmt.Errorf("sftp: connect to %s: %w", b.target(), err) }
-	keys, err := b.cfg.loadKeys()
+	keys, err := b.cfg.loadKeys(ctx)
 	if err != nil {
 		return nil, backend.Permanent(err)
 	}
 	defer keys.close()
-	hk, err := b.cfg.loadHostKeys()
+	hk, err := b.cfg.loadHostKeys(ctx)
 	if err != nil {
 		return nil, backend.Permanent(err)
 	}
@@ -401,9 +402,9 @@ func (e *noSpaceError) Unwrap() []error { return []error{syscall.ENOSPC, e.err} 
 
 // checkNoSpace turns a generic write failure into a noSpaceError when the
 // server's file system in dir has less room than the file needs.
-func checkNoSpace(s *session, dir string, need int64, err error) error {
+func checkNoSpace(ctx context.Context, s *session, dir string, need int64, err error) error {
 	var st *pkgsftp.StatusError
-	if !s.statvfs || !errors.As(err, &st) || st.FxCode() != pkgsftp.ErrSSHFxFailure {
+	if !s.statvfs || !errors.As(err, &st) || st.FxCode() != pkgsftp.ErrSSHFxFailure || ctx.Err() != nil {
 		return err
 	}
 	vfs, verr := s.c.StatVFS(dir)
@@ -444,7 +445,7 @@ func (b *Backend) Create(ctx context.Context) error {
 		// then the 256 others with requests in flight together (SFTP
 		// pipelines them over the one connection).
 		for _, d := range dirs[:len(backend.FileTypes)] {
-			if err := b.mkdir(s, d); err != nil {
+			if err := b.mkdir(ctx, s, d); err != nil {
 				return err
 			}
 		}
@@ -457,7 +458,7 @@ func (b *Backend) Create(ctx context.Context) error {
 			go func() {
 				defer wg.Done()
 				defer func() { <-limit }()
-				errs <- b.mkdir(s, d)
+				errs <- b.mkdir(ctx, s, d)
 			}()
 		}
 		wg.Wait()
@@ -473,7 +474,10 @@ func (b *Backend) Create(ctx context.Context) error {
 
 // mkdir makes one folder; one that exists already is fine (servers answer
 // that with a generic failure, so a stat tells).
-func (b *Backend) mkdir(s *session, rel string) error {
+func (b *Backend) mkdir(ctx context.Context, s *session, rel string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("create %s: %w", rel, err)
+	}
 	p := path.Join(b.cfg.Path, rel)
 	err := s.c.Mkdir(p)
 	if err == nil {
@@ -549,7 +553,7 @@ func (b *Backend) save(ctx context.Context, s *session, full string, src backend
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
-		return checkNoSpace(s, dir, size, fmt.Errorf("write: %w", err))
+		return checkNoSpace(ctx, s, dir, size, fmt.Errorf("write: %w", err))
 	}
 	if n != size {
 		return fmt.Errorf("source ended after %d bytes, its length is %d", n, size)
@@ -580,14 +584,17 @@ func (b *Backend) save(ctx context.Context, s *session, full string, src backend
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close: %w", err)
 	}
-	return b.place(s, tmp, full, &placed)
+	return b.place(ctx, s, tmp, full, &placed)
 }
 
 // place moves tmp to full without replacing a file that is there: a hard
 // link (then removing tmp) where the server offers hardlink@openssh.com,
 // else the protocol's rename, which fails on an existing target. Never
 // posix-rename@openssh.com: it replaces.
-func (b *Backend) place(s *session, tmp, full string, placed *bool) error {
+func (b *Backend) place(ctx context.Context, s *session, tmp, full string, placed *bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	exists := func() bool { _, err := s.c.Lstat(full); return err == nil }
 	if s.hardlink {
 		err := s.c.Link(tmp, full)
@@ -943,12 +950,15 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 		return fmt.Errorf("remove %s: %w", rel, err)
 	}
 	return b.do(ctx, func(s *session) error {
-		return b.remove(s, rel, full)
+		return b.remove(ctx, s, rel, full)
 	})
 }
 
 // remove deletes one regular file; folders are refused.
-func (b *Backend) remove(s *session, rel, full string) error {
+func (b *Backend) remove(ctx context.Context, s *session, rel, full string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remove %s: %w", rel, err)
+	}
 	fi, err := s.c.Lstat(full)
 	if err != nil {
 		return b.wrap("remove", rel, err)

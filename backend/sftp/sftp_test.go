@@ -48,7 +48,7 @@ func testConfig(t testing.TB, srv *testenv.SSHServer, location string) Config {
 
 func newTestBackend(t testing.TB, cfg Config) *Backend {
 	t.Helper()
-	be, err := New(cfg)
+	be, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

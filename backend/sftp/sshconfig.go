@@ -2,6 +2,7 @@ package sftp
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -160,7 +161,10 @@ func expandTokens(s string, vals map[byte]string, home string) (string, error) {
 // the user and, without -o sftp.identity, the identity files. localUser is
 // the name of the user running the process. The Host field keeps the alias
 // for messages and known_hosts.
-func (c *Config) applySSHConfig(localUser string) (dialHost string, err error) {
+func (c *Config) applySSHConfig(ctx context.Context, localUser string) (dialHost string, err error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	var hs hostSettings
 	name := path.Join(c.Home, ".ssh", "config")
 	if c.Home != "" {
