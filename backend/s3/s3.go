@@ -398,21 +398,39 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	// always succeeds, frees nothing and keeps the data for ever. Deleting
 	// the version HEAD found removes it for good, and a locked version
 	// refuses, which is what lets forget and prune defer it (see
-	// backend.ErrDeleteRefused). Delete markers and older versions that
-	// someone else left are what rewind works from; they are not touched.
-	opts := minio.RemoveObjectOptions{}
-	if v := info.VersionID; v != "" && v != "null" {
-		opts.VersionID = v
-	}
-	if err := b.client.RemoveObject(ctx, b.cfg.Bucket, key, opts); err != nil {
-		if refused(err) {
-			// HEAD just succeeded with these credentials, so a refusal
-			// is about deleting, not about who is asking.
-			return backend.DeleteRefused(h, retainUntilHeader(info), wrap("remove", key, err))
+	// backend.ErrDeleteRefused). An older version then becomes current
+	// (a retried upload can leave two of a content-addressed file): it is
+	// deleted too, so the file is really gone, at the cost of one more
+	// HEAD on versioned buckets only. Delete markers and versions below
+	// one are left: they are what rewind works from.
+	for round := 0; ; round++ {
+		opts := minio.RemoveObjectOptions{}
+		v := info.VersionID
+		if v != "" && v != "null" {
+			opts.VersionID = v
 		}
-		return wrap("remove", key, err)
+		if err := b.client.RemoveObject(ctx, b.cfg.Bucket, key, opts); err != nil {
+			if refused(err) {
+				// HEAD just succeeded with these credentials, so a
+				// refusal is about deleting, not about who is asking.
+				return backend.DeleteRefused(h, retainUntilHeader(info), wrap("remove", key, err))
+			}
+			return wrap("remove", key, err)
+		}
+		if opts.VersionID == "" {
+			return nil
+		}
+		info, err = b.client.StatObject(ctx, b.cfg.Bucket, key, minio.StatObjectOptions{})
+		if err != nil {
+			if e := wrap("remove", key, err); errors.Is(e, backend.ErrNotExist) {
+				return nil
+			}
+			return wrap("remove (look for an older version)", key, err)
+		}
+		if info.VersionID == v || round >= 16 {
+			return fmt.Errorf("s3 remove %s: version %s is still there after deleting it", key, info.VersionID)
+		}
 	}
-	return nil
 }
 
 // List calls fn for every file of type t whose name is 64 hex digits.
