@@ -460,6 +460,50 @@ func TestSFTPFaults(t *testing.T) {
 	})
 }
 
+// TestSFTPFullDisk: the server's file system fills up during a backup.
+// OpenSSH's server reports that only as "failure"; statvfs tells, and the
+// backup fails at once naming it, with no retries; with room again both
+// CLIs check the repository clean. Needs root for the tmpfs, as
+// TestUnwritableLocal's full disk.
+func TestSFTPFullDisk(t *testing.T) {
+	testenv.Integration(t)
+	srv := testenv.StartSSH(t)
+	small := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(small, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	unwMount(t, "tmpfs", small, "-t", "tmpfs", "-o", "size=4m")
+	r := newSFTPRepo(t, srv, "full")
+	r.dir = filepath.Join(small, "repo")
+	r.loc, r.rloc = "sftp:"+sftpAlias+":"+r.dir, srv.ResticLocation(r.dir)
+	for i, kv := range r.ours.env {
+		if strings.HasPrefix(kv, "RESTIC_REPOSITORY=") {
+			r.ours.env[i] = "RESTIC_REPOSITORY=" + r.loc
+		}
+	}
+	r.ours.mustRun(t, nil, "init")
+	r.ours.backup(t, newMixedStream(1, 1<<20), "--stdin-filename", "db")
+	unwFill(t, small)
+	unwFree(t, small, 256<<10) // room for a lock, not for the data
+	start := time.Now()
+	res := r.ours.run(t, newMixedStream(8, 16<<20), "backup", "--stdin", "--stdin-filename", "db2")
+	took := time.Since(start)
+	t.Logf("backup onto a full disk over SFTP: exit %d in %s: %s", res.code, took.Round(time.Millisecond), lastLine(res.stderr))
+	if res.code == 0 || !strings.Contains(string(res.stderr), "no space left") || strings.Contains(string(res.stderr), "storage retry") {
+		t.Errorf("want a failure naming the full disk, without retries: %s", res)
+	}
+	if took > 10*time.Second {
+		t.Errorf("took %s, want a failure at once", took)
+	}
+	if err := os.Remove(filepath.Join(small, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	r.ours.mustRun(t, nil, "check", "--read-data")
+	if out := r.restic(testenv.Restic(t, testenv.Restic0181)).MustRun(t, r.rloc, "", nil, "check").Stdout; !strings.Contains(string(out), "no errors were found") {
+		t.Errorf("restic check after the full disk:\n%s", out)
+	}
+}
+
 // sftpOtherKey is a public key that is not the server's.
 func sftpOtherKey(t *testing.T) ssh.PublicKey {
 	t.Helper()
