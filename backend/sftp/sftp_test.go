@@ -4,6 +4,11 @@ package sftp
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/scalr-platform/scalr-backup/backend"
@@ -266,4 +273,100 @@ func TestKeepAlive(t *testing.T) {
 	if fi, err := be.Stat(ctx, h); err != nil || fi.Size != 8 {
 		t.Errorf("Stat after the link died (a new connection): %+v, %v", fi, err)
 	}
+}
+
+// TestKeySources: the SSH agent's keys log in with no key file at all;
+// ecdsa and rsa key files are read; a key file with a passphrase is not
+// offered and the error says to use the agent; an explicit identity that
+// does not exist is an error naming it.
+func TestKeySources(t *testing.T) {
+	srv := testenv.StartSSH(t)
+	ctx := context.Background()
+
+	t.Run("agent", func(t *testing.T) {
+		pem, err := os.ReadFile(srv.KeyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := ssh.ParseRawPrivateKey(pem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyring := agent.NewKeyring()
+		if err := keyring.Add(agent.AddedKey{PrivateKey: raw}); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(t.TempDir(), "agent.sock")
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); _ = agent.ServeAgent(keyring, c) }()
+			}
+		}()
+		cfg := testConfig(t, srv, srv.Location(filepath.Join(t.TempDir(), "repo")))
+		cfg.Identities = nil // HOME is empty: the agent is the only source
+		cfg.AgentSocket = sock
+		be := newTestBackend(t, cfg)
+		if err := be.Create(ctx); err != nil {
+			t.Fatalf("Create with the agent's key: %v", err)
+		}
+	})
+
+	t.Run("key-files", func(t *testing.T) {
+		dir := t.TempDir()
+		ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write := func(name string, key any, passphrase string) string {
+			var block *pem.Block
+			var err error
+			if passphrase == "" {
+				block, err = ssh.MarshalPrivateKey(key, "")
+			} else {
+				block, err = ssh.MarshalPrivateKeyWithPassphrase(key, "", []byte(passphrase))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		cfg := Config{Home: t.TempDir(), Identities: []string{write("id_ecdsa", ec, ""), write("id_rsa", rs, "")}}
+		ks, err := cfg.loadKeys(ctx)
+		if err != nil || len(ks.signers) != 2 {
+			t.Fatalf("ecdsa and rsa files: %v", err)
+		}
+		ks.close()
+
+		locked := write("id_locked", ec, "a passphrase")
+		cfg = Config{Home: t.TempDir(), Identities: []string{locked}}
+		_, err = cfg.loadKeys(ctx)
+		if err == nil || !strings.Contains(err.Error(), locked+" is protected by a passphrase") || !strings.Contains(err.Error(), "ssh-agent") {
+			t.Errorf("a key with a passphrase: %v", err)
+		}
+		if err != nil && strings.Contains(err.Error(), "a passphrase\"") {
+			t.Errorf("the error repeats the passphrase: %v", err)
+		}
+
+		cfg = Config{Home: t.TempDir(), Identities: []string{filepath.Join(dir, "missing")}}
+		if _, err := cfg.loadKeys(ctx); err == nil || !strings.Contains(err.Error(), "missing") {
+			t.Errorf("a missing identity file: %v", err)
+		}
+	})
 }
