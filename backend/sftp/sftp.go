@@ -211,13 +211,14 @@ func (b *Backend) dial(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, fail(err)
 	}
-	// The handshake and login have no context of their own: a deadline
-	// bounds them, and ending ctx closes the connection.
+	// The handshake, the login and starting SFTP have no context of
+	// their own: a deadline bounds them, and ending ctx closes the
+	// connection.
 	deadline, _ := ctx.Deadline()
 	_ = tcp.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = tcp.Close() })
+	timedOut := func(err error) error { return fail(fmt.Errorf("%w (%v)", ctx.Err(), err)) }
 
-	refusedKeys := false
 	auth := ssh.PublicKeysCallback(func() ([]ssh.Signer, error) { return keys.signers, nil })
 	cc := &ssh.ClientConfig{
 		User:              b.cfg.User,
@@ -227,28 +228,18 @@ func (b *Backend) dial(ctx context.Context) (*session, error) {
 		Timeout:           b.cfg.DialTimeout,
 	}
 	sc, chans, reqs, err := ssh.NewClientConn(tcp, addr, cc)
-	if !stop() {
-		if sc != nil {
-			_ = sc.Close()
-		}
-		_ = tcp.Close()
-		if err == nil {
-			err = ctx.Err()
-		}
-		return nil, fail(err)
-	}
 	if err != nil {
+		stopped := stop()
 		_ = tcp.Close()
 		var he *HostKeyError
 		switch {
+		case !stopped:
+			return nil, timedOut(err)
 		case errors.As(err, &he):
 			return nil, backend.Permanent(he)
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			// x/crypto/ssh has no type for a refused login; its message
 			// is the only sign. No retry makes the server take a key.
-			refusedKeys = true
-		}
-		if refusedKeys {
 			msg := fmt.Sprintf("the server refused the keys offered (%s)", strings.Join(keys.tried, ", "))
 			if len(keys.skipped) > 0 {
 				msg += "; not offered: " + strings.Join(keys.skipped, "; ")
@@ -257,22 +248,30 @@ func (b *Backend) dial(ctx context.Context) (*session, error) {
 		}
 		return nil, fail(err)
 	}
-	_ = tcp.SetDeadline(time.Time{})
 	conn := ssh.NewClient(sc, chans, reqs)
-
 	c, err := pkgsftp.NewClient(conn,
 		// Requests in flight per file: 64 packets of 32 KiB keep a
 		// long link busy while bounding what one upload holds.
 		pkgsftp.MaxConcurrentRequestsPerFile(64),
 		pkgsftp.UseConcurrentWrites(true),
 	)
-	if err != nil {
+	stopped := stop()
+	switch {
+	case err != nil && !stopped:
 		_ = conn.Close()
-		if strings.Contains(err.Error(), "subsystem request failed") {
-			return nil, backend.Permanent(fail(fmt.Errorf("the server offers no SFTP subsystem: %w", err)))
-		}
+		return nil, timedOut(err)
+	case err != nil && strings.Contains(err.Error(), "subsystem request failed"):
+		_ = conn.Close()
+		return nil, backend.Permanent(fail(fmt.Errorf("the server offers no SFTP subsystem: %w", err)))
+	case err != nil:
+		_ = conn.Close()
 		return nil, fail(fmt.Errorf("start SFTP: %w", err))
+	case !stopped:
+		_ = c.Close()
+		_ = conn.Close()
+		return nil, timedOut(errors.New("the connection was closed"))
 	}
+	_ = tcp.SetDeadline(time.Time{})
 	s := &session{conn: conn, c: c, done: make(chan struct{})}
 	_, s.hardlink = c.HasExtension("hardlink@openssh.com")
 	v, ok := c.HasExtension("fsync@openssh.com")

@@ -5,6 +5,7 @@ package sftp
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -369,4 +370,48 @@ func TestKeySources(t *testing.T) {
 			t.Errorf("a missing identity file: %v", err)
 		}
 	})
+}
+
+// TestDialTimeout: a server that accepts the connection and says nothing
+// fails the operation after DialTimeout, as a transient error (the retries
+// may find it back), instead of hanging.
+func TestDialTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // silent until the test ends
+		}
+	}()
+	cfg, err := ParseConfig("//someone@" + ln.Addr().String() + "//srv/repo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Home, cfg.DialTimeout = t.TempDir(), 300*time.Millisecond
+	key := filepath.Join(t.TempDir(), "id_ed25519")
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Identities = []string{key}
+	be := newTestBackend(t, cfg)
+	start := time.Now()
+	_, err = be.Stat(context.Background(), backend.Handle{Type: backend.ConfigFile})
+	took := time.Since(start)
+	t.Logf("Stat against a silent server: %v after %s", err, took.Round(time.Millisecond))
+	var perm *backend.PermanentError
+	if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &perm) || took > 3*time.Second {
+		t.Errorf("want a timeout after about 300ms: %v after %s", err, took)
+	}
 }
