@@ -94,7 +94,10 @@ func TestBadInput(t *testing.T) {
 		opts open.Options
 	}{
 		{"", open.Options{}},
-		{"sftp:host:/repo", open.Options{}},
+		{"sftp:host", open.Options{}},
+		{"sftp:host:/repo", open.Options{Extended: []string{"sftp.command=ssh host -s sftp"}}},
+		{"sftp:host:/repo", open.Options{Extended: []string{"s3.region=x"}}},
+		{"sftp://user:topsecret@host//repo", open.Options{}},
 		{"s3:", open.Options{}},
 		{"s3:host", open.Options{}},
 		{"s3:https://host/bucket", open.Options{Getenv: func(string) string { return "" }}}, // no credentials
@@ -108,6 +111,19 @@ func TestBadInput(t *testing.T) {
 		} else if strings.Contains(err.Error(), "topsecret") {
 			t.Errorf("Open(%q): error shows the secret: %v", tc.loc, err)
 		}
+	}
+}
+
+// An SFTP location opens without a connection: the first operation
+// connects, inside the retries.
+func TestSFTPOpensLazily(t *testing.T) {
+	be, err := open.Open(context.Background(), "sftp:nobody@host.invalid:/repo", open.Options{Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	if be.Location() != "sftp:nobody@host.invalid:/repo" {
+		t.Errorf("Location() = %q", be.Location())
 	}
 }
 
