@@ -68,10 +68,14 @@ func (d *Deferred) String() string {
 	if d == nil || d.Files == 0 {
 		return "no deletion deferred"
 	}
-	s := fmt.Sprintf("%d deletions deferred: the storage refuses them", d.Files)
-	if d.Size > 0 {
-		s = fmt.Sprintf("%d deletions (%d bytes) deferred: the storage refuses them", d.Files, d.Size)
+	what := fmt.Sprintf("%d deletions", d.Files)
+	if d.Files == 1 {
+		what = "1 deletion"
 	}
+	if d.Size > 0 {
+		what += fmt.Sprintf(" (%d bytes)", d.Size)
+	}
+	s := what + " deferred: the storage refuses them"
 	switch {
 	case d.Until.IsZero():
 		s += " (retention end unknown: bucket lock rule or no delete permission)"
