@@ -51,6 +51,8 @@ type Counts struct {
 	StatErrors   int64 `json:"stat_errors,omitempty"`
 	ListErrors   int64 `json:"list_errors,omitempty"`
 	RemoveErrors int64 `json:"remove_errors,omitempty"`
+	// RetentionExtendErrors counts the retention extensions that failed.
+	RetentionExtendErrors int64 `json:"retention_extend_errors,omitempty"`
 }
 
 // Sub returns c minus earlier: the requests made in between.
@@ -63,7 +65,8 @@ func (c Counts) Sub(earlier Counts) Counts {
 		BytesUp: c.BytesUp - earlier.BytesUp, BytesDown: c.BytesDown - earlier.BytesDown,
 		SaveErrors: c.SaveErrors - earlier.SaveErrors, LoadErrors: c.LoadErrors - earlier.LoadErrors,
 		StatErrors: c.StatErrors - earlier.StatErrors, ListErrors: c.ListErrors - earlier.ListErrors,
-		RemoveErrors: c.RemoveErrors - earlier.RemoveErrors,
+		RemoveErrors:          c.RemoveErrors - earlier.RemoveErrors,
+		RetentionExtendErrors: c.RetentionExtendErrors - earlier.RetentionExtendErrors,
 	}
 }
 
@@ -100,6 +103,7 @@ type Counting struct {
 	errors, retries, up, down                  atomic.Int64
 	// failed requests by operation
 	saveErrs, loadErrs, statErrs, listErrs, removeErrs atomic.Int64
+	extendErrs                                         atomic.Int64
 }
 
 // NewCounting returns a counting decorator for be.
@@ -124,11 +128,12 @@ func (c *Counting) Snapshot() Counts {
 		BytesUp:          c.up.Load(),
 		BytesDown:        c.down.Load(),
 
-		SaveErrors:   c.saveErrs.Load(),
-		LoadErrors:   c.loadErrs.Load(),
-		StatErrors:   c.statErrs.Load(),
-		ListErrors:   c.listErrs.Load(),
-		RemoveErrors: c.removeErrs.Load(),
+		SaveErrors:            c.saveErrs.Load(),
+		LoadErrors:            c.loadErrs.Load(),
+		StatErrors:            c.statErrs.Load(),
+		ListErrors:            c.listErrs.Load(),
+		RemoveErrors:          c.removeErrs.Load(),
+		RetentionExtendErrors: c.extendErrs.Load(),
 	}
 }
 
@@ -228,7 +233,7 @@ func (c *Counting) ExtendRetention(ctx context.Context, h Handle, until time.Tim
 		return ExtendRetention(ctx, c.be, h, until)
 	}
 	c.extends.Add(1)
-	return c.count(rb.ExtendRetention(ctx, h, until), nil)
+	return c.count(rb.ExtendRetention(ctx, h, until), &c.extendErrs)
 }
 
 // Create passes through to the wrapped backend when it is a Creator; its

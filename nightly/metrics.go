@@ -386,7 +386,7 @@ func (m *Metrics) AddRequests(c backend.Counts) {
 	}{
 		{"save", c.Saves, c.SaveErrors}, {"load", c.Loads, c.LoadErrors}, {"stat", c.Stats, c.StatErrors},
 		{"list", c.ListPages, c.ListErrors}, {"remove", c.Removes, c.RemoveErrors},
-		{"extend_retention", c.RetentionExtends, 0},
+		{"extend_retention", c.RetentionExtends, c.RetentionExtendErrors},
 	} {
 		okN := max(0, x.all-x.bad)
 		m.requests.WithLabelValues(x.op, "ok").Add(float64(okN))
