@@ -75,11 +75,11 @@ func (b *Backend) checkObjectLock(ctx context.Context) error {
 	if b.cfg.Retention <= 0 {
 		return nil
 	}
-	enabled, err := b.objectLockEnabled(ctx)
+	enabled, known, err := b.objectLockEnabled(ctx)
 	if err != nil {
 		return err
 	}
-	if !enabled {
+	if known && !enabled {
 		return backend.Permanent(fmt.Errorf("s3: bucket %s exists without Object Lock, which s3.retention needs and which can only be enabled when a bucket is created: use a new bucket (init makes it with Object Lock) or leave s3.retention off", b.cfg.Bucket))
 	}
 	return nil
@@ -87,23 +87,28 @@ func (b *Backend) checkObjectLock(ctx context.Context) error {
 
 // objectLockEnabled asks for the bucket's Object Lock configuration. A
 // bucket without one, or a service without the call (R2 answers 501), has
-// no Object Lock.
-func (b *Backend) objectLockEnabled(ctx context.Context) (bool, error) {
+// no Object Lock. A key that may not read the configuration (a restricted
+// host key) leaves it unknown: known is false then, and the caller goes
+// on without relying on it.
+func (b *Backend) objectLockEnabled(ctx context.Context) (enabled, known bool, err error) {
 	var status string
-	err := b.with(ctx, func() (err error) {
+	err = b.with(ctx, func() (err error) {
 		status, _, _, _, err = b.client.GetObjectLockConfig(ctx, b.cfg.Bucket)
 		return err
 	})
 	if err != nil {
 		var r minio.ErrorResponse
-		if errors.As(err, &r) && r.Code != "NoSuchBucket" && !isAuth(r.StatusCode, r.Code) &&
-			(r.StatusCode == http.StatusNotFound || r.StatusCode == http.StatusNotImplemented || r.StatusCode == http.StatusBadRequest ||
-				strings.Contains(strings.ToLower(r.Code), "objectlock")) {
-			return false, nil
+		switch {
+		case !errors.As(err, &r) || r.Code == "NoSuchBucket":
+		case r.StatusCode == http.StatusForbidden || r.Code == "AccessDenied":
+			return false, false, nil
+		case !isAuth(r.StatusCode, r.Code) && (r.StatusCode == http.StatusNotFound || r.StatusCode == http.StatusNotImplemented ||
+			r.StatusCode == http.StatusBadRequest || strings.Contains(strings.ToLower(r.Code), "objectlock")):
+			return false, true, nil
 		}
-		return false, wrap("check object lock of bucket", b.cfg.Bucket, err)
+		return false, false, wrap("check object lock of bucket", b.cfg.Bucket, err)
 	}
-	return status == "Enabled", nil
+	return status == "Enabled", true, nil
 }
 
 // lockKnown caches whether the bucket has Object Lock, once known.
@@ -122,7 +127,7 @@ func (b *Backend) RetainUntil(ctx context.Context, h backend.Handle) (time.Time,
 	lk := b.lock
 	b.lockMu.Unlock()
 	if !lk.known {
-		enabled, err := b.objectLockEnabled(ctx)
+		enabled, _, err := b.objectLockEnabled(ctx)
 		if err != nil {
 			return time.Time{}, err
 		}
