@@ -118,6 +118,9 @@ func TestPassExtendsRetention(t *testing.T) {
 		if lockedIndex < st.IndexFiles {
 			t.Errorf("pass %d: %d index files locked ahead, want at least the %d chosen", pass, lockedIndex, st.IndexFiles)
 		}
+		if rep.Requests.Stats < int64(st.Objects) {
+			t.Errorf("pass %d: %d HEAD requests, fewer than the %d objects whose retention was read", pass, rep.Requests.Stats, st.Objects)
+		}
 		if int64(st.Extended) != rep.Requests.RetentionExtends || st.Extended != moved {
 			t.Errorf("pass %d: %d PutObjectRetention requests counted, %d extended, %d objects whose end moved", pass, rep.Requests.RetentionExtends, st.Extended, moved)
 		}
