@@ -1,6 +1,8 @@
 # Targets:
 #   make build   compile every package and bin/scalr-backup
-#   make lint    gofmt (must list nothing) and go vet
+#   make lint    gofmt (must list nothing), go vet, and golangci-lint with
+#                .golangci.yml (layering, staticcheck, complexity); the
+#                pinned golangci-lint is built once into the tool cache
 #   make test    install test tools, run every test (integration required),
 #                a short fuzz run of every fuzz target, then lint
 #   make unit    fast tests only (go test -short: no tools, no services)
@@ -22,6 +24,7 @@ lint:
 		echo "gofmt -l lists files that need gofmt -w:"; echo "$$unformatted"; exit 1; \
 	fi
 	$(GO) vet ./...
+	@lint=$$(bash scripts/install-lint.sh) && echo "$$lint run ./..." && "$$lint" run ./...
 
 test:
 	bash scripts/test-setup.sh

@@ -66,7 +66,7 @@ func ParseLocation(s string) (Location, error) {
 			return Location{}, fmt.Errorf("invalid repository location %q: use s3:…, or ./s3 for a directory named s3", s)
 		}
 		if rest == "" {
-			return Location{}, fmt.Errorf("invalid repository location %q: nothing after s3:", s)
+			return Location{}, fmt.Errorf("invalid repository location %q: nothing after the s3: prefix", s)
 		}
 		return Location{Scheme: "s3", Path: rest}, nil
 	case scheme == "sftp":
@@ -74,7 +74,7 @@ func ParseLocation(s string) (Location, error) {
 			return Location{}, fmt.Errorf("invalid repository location %q: use sftp:user@host:/dir, or ./sftp for a directory named sftp", s)
 		}
 		if rest == "" {
-			return Location{}, fmt.Errorf("invalid repository location %q: nothing after sftp:", s)
+			return Location{}, fmt.Errorf("invalid repository location %q: nothing after the sftp: prefix", s)
 		}
 		return Location{Scheme: "sftp", Path: rest}, nil
 	case unsupportedSchemes[scheme]:

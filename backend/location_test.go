@@ -55,10 +55,10 @@ func TestParseLocationRejected(t *testing.T) {
 	}{
 		{"", "empty"},
 		{"local:", "empty directory"},
-		{"s3:", "nothing after s3:"},
+		{"s3:", "nothing after the s3: prefix"},
 		{"local", "local:DIR"},
 		{"s3", "s3:"},
-		{"sftp:", "nothing after sftp:"},
+		{"sftp:", "nothing after the sftp: prefix"},
 		{"sftp", "sftp:user@host:/dir"},
 		{"rest:https://host:8000/", "not supported by scalr-backup: use s3:…, sftp:… or a local path"},
 		{"rest:https://host:8000/", "not supported by scalr-backup"},

@@ -68,7 +68,7 @@ func TestProgressLog(t *testing.T) {
 	}
 
 	// Off: nil, and every call on it is a no-op.
-	var off *ProgressLog = StartProgressLog(log, "x", 0)
+	off := StartProgressLog(log, "x", 0)
 	if off != nil {
 		t.Fatal("interval 0 gives a ProgressLog")
 	}

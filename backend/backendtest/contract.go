@@ -137,7 +137,7 @@ func loadCtx(ctx context.Context, be backend.Backend, h backend.Handle, length i
 		return nil, err
 	}
 	if rd == nil {
-		return nil, errors.New("Load returned a nil reader and no error")
+		return nil, errors.New("the backend's Load returned a nil reader and no error")
 	}
 	buf, err := io.ReadAll(rd)
 	cerr := rd.Close()

@@ -75,7 +75,7 @@ func (l *Locking) RetainUntil(ctx context.Context, h backend.Handle) (time.Time,
 	if l.NoRetentionInfo {
 		return time.Time{}, errors.ErrUnsupported
 	}
-	if _, err := l.Backend.Stat(ctx, h); err != nil {
+	if _, err := l.Stat(ctx, h); err != nil {
 		return time.Time{}, err
 	}
 	l.mu.Lock()

@@ -325,7 +325,7 @@ func (c Config) credentials() (*credentials.Credentials, error) {
 	if where == "" {
 		where = "~/.aws/credentials"
 	}
-	if v, err := file.Retrieve(); err == nil && v.AccessKeyID != "" {
+	if v, err := file.RetrieveWithCredContext(nil); err == nil && v.AccessKeyID != "" {
 		return credentials.New(file), nil
 	} else if c.CredentialsFile != "" || c.Profile != "" {
 		// Asked for by name: say why it did not work.

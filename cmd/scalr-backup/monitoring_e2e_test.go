@@ -183,7 +183,8 @@ func monExpectedSet(t *testing.T, fx *e2eFixture) {
 			if tr.Status != "failed" || tr.Missing || !strings.Contains(tr.Error, tr.Container) {
 				t.Errorf("%s: %+v", tr.Container, tr)
 			}
-			if !strings.Contains(tr.Error, want) && !(tr.Container == monLoop && strings.Contains(tr.Error, "exited")) {
+			loopExited := tr.Container == monLoop && strings.Contains(tr.Error, "exited")
+			if !strings.Contains(tr.Error, want) && !loopExited {
 				t.Errorf("%s's error does not say %s: %s", tr.Container, want, tr.Error)
 			}
 		case monGone, monRen:

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	//lint:ignore SA1019 restic's format is Poly1305-AES: a MAC keyed per message, built here as the format needs
-	"golang.org/x/crypto/poly1305"
+	// restic's format is Poly1305-AES: a MAC keyed per message, built here
+	// as the format needs; the package is deprecated for other uses.
+	"golang.org/x/crypto/poly1305" //nolint:staticcheck // SA1019, see above
 )
 
 func unhex(t testing.TB, s string) []byte {
