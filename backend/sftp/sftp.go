@@ -233,7 +233,7 @@ func (b *Backend) dial(ctx context.Context) (*session, error) {
 		_ = tcp.Close()
 		var he *HostKeyError
 		switch {
-		case !stopped:
+		case !stopped || ctx.Err() != nil:
 			return nil, timedOut(err)
 		case errors.As(err, &he):
 			return nil, backend.Permanent(he)
@@ -257,7 +257,7 @@ func (b *Backend) dial(ctx context.Context) (*session, error) {
 	)
 	stopped := stop()
 	switch {
-	case err != nil && !stopped:
+	case err != nil && (!stopped || ctx.Err() != nil):
 		_ = conn.Close()
 		return nil, timedOut(err)
 	case err != nil && strings.Contains(err.Error(), "subsystem request failed"):
