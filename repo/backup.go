@@ -116,20 +116,14 @@ func (r *Repository) backup(ctx context.Context, paths []string, streams []Strea
 	if opts.Time.IsZero() {
 		opts.Time = start
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	lock, err := r.Lock(ctx, false)
+	ctx, done, err := r.Hold(ctx, false, "the backup")
 	if err != nil {
 		return nil, err
 	}
-	defer lock.release(ctx)
-	go func() {
-		select {
-		case <-lock.Lost():
-			cancel(errors.New("repository lock could not be refreshed; stopped before writing more"))
-		case <-ctx.Done():
-		}
-	}()
+	defer done()
+	// A failing stream cancels the others' work with its error as cause.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	w, err := r.NewWriter(ctx)
 	if err != nil {
 		return nil, err

@@ -368,11 +368,13 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckReport
 		opts.Workers = 4
 	}
 	if !opts.NoLock {
-		lock, err := r.Lock(ctx, true)
+		// A check whose lock goes stale stops: a prune may have started.
+		held, done, err := r.Hold(ctx, true, "check")
 		if err != nil {
 			return nil, err
 		}
-		defer lock.release(ctx)
+		defer done()
+		ctx = held
 	}
 	c := &checkRun{
 		r: r, opts: opts,
