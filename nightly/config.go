@@ -208,7 +208,6 @@ func LoadDiscovery(getenv func(string) string) (Discovery, error) {
 // and checks all of it; the error lists every bad variable. Values that
 // may hold a secret (URLs, commands) are never repeated in errors.
 func LoadConfig(getenv func(string) string) (Config, error) {
-	get := func(k string) string { return strings.TrimSpace(getenv(k)) }
 	c := Config{
 		Schedule:       DefaultSchedule,
 		DrillSchedule:  DefaultDrillSchedule,
@@ -224,17 +223,101 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		MetricsAddr:    DefaultMetricsAddr,
 		LogFormat:      "auto",
 	}
-	var errs []error
-	bad := func(k, v, why string) { errs = append(errs, fmt.Errorf("%s=%q: %s", k, v, why)) }
-	badSecret := func(k, why string) { errs = append(errs, fmt.Errorf("%s: %s", k, why)) }
+	e := &envReader{getenv: getenv}
+	e.schedules(&c)
+	e.retention(&c)
+	disc, err := LoadDiscovery(getenv)
+	if err != nil {
+		e.errs = append(e.errs, err)
+	}
+	c.Patterns, c.Databases, c.AllDatabases = disc.Patterns, disc.Databases, disc.AllDatabases
+	e.switches(&c)
+	e.host(&c)
+	e.durVar("SCALR_BACKUP_TARGET_TIMEOUT", &c.TargetTimeout, true)
+	e.durVar("SCALR_BACKUP_RETRY_LOCK", &c.RetryLock, true)
+	e.durVar("SCALR_BACKUP_HOOK_TIMEOUT", &c.HookTimeout, false)
+	e.durVar("SCALR_BACKUP_WEBHOOK_TIMEOUT", &c.WebhookTimeout, false)
+	e.durVar("SCALR_BACKUP_STALE_AFTER", &c.StaleAfter, false)
+	if v := e.get("SCALR_BACKUP_STALE_REMINDER"); v != "" && isOff(v) {
+		c.StaleReminder = 0
+	} else {
+		e.durVar("SCALR_BACKUP_STALE_REMINDER", &c.StaleReminder, false)
+	}
+	e.durVar("SCALR_BACKUP_CHECK_INTERVAL", &c.CheckInterval, false)
+	e.alerts(&c)
+	e.outputs(&c)
+	if len(e.errs) > 0 {
+		return c, fmt.Errorf("configuration: %w", errors.Join(e.errs...))
+	}
+	return c, nil
+}
 
-	if v := get("SCALR_BACKUP_SCHEDULE"); v != "" {
+// envReader reads variables and collects what is wrong with them.
+type envReader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (e *envReader) get(k string) string { return strings.TrimSpace(e.getenv(k)) }
+
+func (e *envReader) bad(k, v, why string) {
+	e.errs = append(e.errs, fmt.Errorf("%s=%q: %s", k, v, why))
+}
+
+// badSecret reports k without its value, which may hold a secret.
+func (e *envReader) badSecret(k, why string) { e.errs = append(e.errs, fmt.Errorf("%s: %s", k, why)) }
+
+func (e *envReader) boolVar(k string, dst *bool) {
+	v := e.get(k)
+	if v == "" {
+		return
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		e.bad(k, v, "want true or false")
+		return
+	}
+	*dst = b
+}
+
+func (e *envReader) durVar(k string, dst *time.Duration, zeroOK bool) {
+	v := e.get(k)
+	if v == "" {
+		return
+	}
+	d, err := ParseDuration(v)
+	if err != nil {
+		e.bad(k, v, err.Error())
+		return
+	}
+	if d < 0 || (d == 0 && !zeroOK) {
+		e.bad(k, v, "want a positive duration")
+		return
+	}
+	*dst = d
+}
+
+func (e *envReader) urlVar(k string, dst *string) {
+	v := e.get(k)
+	if v == "" {
+		return
+	}
+	if err := checkURL(v); err != nil {
+		e.badSecret(k, err.Error())
+		return
+	}
+	*dst = v
+}
+
+// schedules reads the pass and drill schedules.
+func (e *envReader) schedules(c *Config) {
+	if v := e.get("SCALR_BACKUP_SCHEDULE"); v != "" {
 		c.Schedule = v
 	}
 	if _, err := ParseSchedule(c.Schedule); err != nil {
-		bad("SCALR_BACKUP_SCHEDULE", c.Schedule, err.Error())
+		e.bad("SCALR_BACKUP_SCHEDULE", c.Schedule, err.Error())
 	}
-	if v := get("SCALR_BACKUP_DRILL_SCHEDULE"); v != "" {
+	if v := e.get("SCALR_BACKUP_DRILL_SCHEDULE"); v != "" {
 		c.DrillSchedule = v
 		if isOff(v) {
 			c.DrillSchedule = ""
@@ -242,10 +325,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	if c.DrillSchedule != "" {
 		if _, err := ParseSchedule(c.DrillSchedule); err != nil {
-			bad("SCALR_BACKUP_DRILL_SCHEDULE", c.DrillSchedule, err.Error())
+			e.bad("SCALR_BACKUP_DRILL_SCHEDULE", c.DrillSchedule, err.Error())
 		}
 	}
+}
 
+// retention reads the keep policy and the drill records kept.
+func (e *envReader) retention(c *Config) {
 	for _, k := range []struct {
 		name string
 		dst  *int
@@ -254,155 +340,106 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		{"SCALR_BACKUP_KEEP_WEEKLY", &c.Policy.Weekly},
 		{"SCALR_BACKUP_KEEP_MONTHLY", &c.Policy.Monthly},
 	} {
-		v := get(k.name)
+		v := e.get(k.name)
 		if v == "" {
 			continue
 		}
 		n, err := parseKeep(v)
 		if err != nil {
-			bad(k.name, v, err.Error())
+			e.bad(k.name, v, err.Error())
 			continue
 		}
 		*k.dst = n
 	}
 	if c.Policy.Empty() {
-		errs = append(errs, errors.New("SCALR_BACKUP_KEEP_DAILY, _WEEKLY and _MONTHLY are all 0: the retention policy would keep nothing"))
+		e.errs = append(e.errs, errors.New("SCALR_BACKUP_KEEP_DAILY, _WEEKLY and _MONTHLY are all 0: the retention policy would keep nothing"))
 	}
-	if v := get("SCALR_BACKUP_DRILL_KEEP"); v != "" {
+	if v := e.get("SCALR_BACKUP_DRILL_KEEP"); v != "" {
 		n, err := parseKeep(v)
 		switch {
 		case err != nil:
-			bad("SCALR_BACKUP_DRILL_KEEP", v, "want a count (1 or more) or unlimited")
+			e.bad("SCALR_BACKUP_DRILL_KEEP", v, "want a count (1 or more) or unlimited")
 		case n == 0:
-			bad("SCALR_BACKUP_DRILL_KEEP", v, "0 would forget every drill record, the last drill's outcome too: want 1 or more, or unlimited")
+			e.bad("SCALR_BACKUP_DRILL_KEEP", v, "0 would forget every drill record, the last drill's outcome too: want 1 or more, or unlimited")
 		default:
 			c.DrillKeep = n
 		}
 	}
+}
 
-	disc, err := LoadDiscovery(getenv)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	c.Patterns, c.Databases, c.AllDatabases = disc.Patterns, disc.Databases, disc.AllDatabases
-	boolVar := func(k string, dst *bool) {
-		v := get(k)
-		if v == "" {
-			return
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			bad(k, v, "want true or false")
-			return
-		}
-		*dst = b
-	}
-	if v := get("SCALR_BACKUP_PRUNE"); v != "" {
+// switches reads the on/off settings.
+func (e *envReader) switches(c *Config) {
+	if v := e.get("SCALR_BACKUP_PRUNE"); v != "" {
 		switch {
 		case isOff(v):
 			c.NoPrune = true
 		case strings.EqualFold(v, "on") || strings.EqualFold(v, "true"):
 		default:
-			bad("SCALR_BACKUP_PRUNE", v, "want on or off")
+			e.bad("SCALR_BACKUP_PRUNE", v, "want on or off")
 		}
 	}
-	boolVar("SCALR_BACKUP_ALLOW_EMPTY", &c.AllowEmpty)
-	boolVar("SCALR_BACKUP_INIT", &c.Init)
-	boolVar("SCALR_BACKUP_WEBHOOK_ON_SUCCESS", &c.WebhookOnSuccess)
+	e.boolVar("SCALR_BACKUP_ALLOW_EMPTY", &c.AllowEmpty)
+	e.boolVar("SCALR_BACKUP_INIT", &c.Init)
+	e.boolVar("SCALR_BACKUP_WEBHOOK_ON_SUCCESS", &c.WebhookOnSuccess)
+}
 
-	if h, from, err := hostIdentity(getenv); err != nil {
-		errs = append(errs, err)
-	} else if strings.ContainsAny(h, hostSpace) {
-		if from == hostFromOS {
-			errs = append(errs, fmt.Errorf("%s %q holds white space: set SCALR_BACKUP_HOST", from, h))
-		} else {
-			bad(from, h, "a host name has no white space")
-		}
-	} else {
+// host reads the host identity (see hostIdentity).
+func (e *envReader) host(c *Config) {
+	h, from, err := hostIdentity(e.getenv)
+	switch {
+	case err != nil:
+		e.errs = append(e.errs, err)
+	case strings.ContainsAny(h, hostSpace) && from == hostFromOS:
+		e.errs = append(e.errs, fmt.Errorf("%s %q holds white space: set SCALR_BACKUP_HOST", from, h))
+	case strings.ContainsAny(h, hostSpace):
+		e.bad(from, h, "a host name has no white space")
+	default:
 		c.Host = h
 	}
+}
 
-	durVar := func(k string, dst *time.Duration, zeroOK bool) {
-		v := get(k)
-		if v == "" {
-			return
-		}
-		d, err := ParseDuration(v)
-		if err != nil {
-			bad(k, v, err.Error())
-			return
-		}
-		if d < 0 || (d == 0 && !zeroOK) {
-			bad(k, v, "want a positive duration")
-			return
-		}
-		*dst = d
-	}
-	durVar("SCALR_BACKUP_TARGET_TIMEOUT", &c.TargetTimeout, true)
-	durVar("SCALR_BACKUP_RETRY_LOCK", &c.RetryLock, true)
-	durVar("SCALR_BACKUP_HOOK_TIMEOUT", &c.HookTimeout, false)
-	durVar("SCALR_BACKUP_WEBHOOK_TIMEOUT", &c.WebhookTimeout, false)
-	durVar("SCALR_BACKUP_STALE_AFTER", &c.StaleAfter, false)
-	if v := get("SCALR_BACKUP_STALE_REMINDER"); v != "" && isOff(v) {
-		c.StaleReminder = 0
-	} else {
-		durVar("SCALR_BACKUP_STALE_REMINDER", &c.StaleReminder, false)
-	}
-	durVar("SCALR_BACKUP_CHECK_INTERVAL", &c.CheckInterval, false)
-
-	c.OnFailure = getenv("SCALR_BACKUP_ON_FAILURE")
-	c.OnSuccess = getenv("SCALR_BACKUP_ON_SUCCESS")
+// alerts reads the hook commands and the URLs (never repeated in errors).
+func (e *envReader) alerts(c *Config) {
+	c.OnFailure = e.getenv("SCALR_BACKUP_ON_FAILURE")
+	c.OnSuccess = e.getenv("SCALR_BACKUP_ON_SUCCESS")
 	if strings.TrimSpace(c.OnFailure) == "" {
 		c.OnFailure = ""
 	}
 	if strings.TrimSpace(c.OnSuccess) == "" {
 		c.OnSuccess = ""
 	}
+	e.urlVar("SCALR_BACKUP_WEBHOOK_URL", &c.WebhookURL)
+	e.urlVar("SCALR_BACKUP_HEALTHCHECK_URL", &c.HealthcheckURL)
+}
 
-	urlVar := func(k string, dst *string) {
-		v := get(k)
-		if v == "" {
-			return
-		}
-		if err := checkURL(v); err != nil {
-			badSecret(k, err.Error())
-			return
-		}
-		*dst = v
-	}
-	urlVar("SCALR_BACKUP_WEBHOOK_URL", &c.WebhookURL)
-	urlVar("SCALR_BACKUP_HEALTHCHECK_URL", &c.HealthcheckURL)
-
-	if v := get("SCALR_BACKUP_METRICS_ADDR"); v != "" {
+// outputs reads where metrics and logs go.
+func (e *envReader) outputs(c *Config) {
+	if v := e.get("SCALR_BACKUP_METRICS_ADDR"); v != "" {
 		if isOff(v) {
 			c.MetricsAddr = ""
 		} else if _, port, err := net.SplitHostPort(v); err != nil {
-			bad("SCALR_BACKUP_METRICS_ADDR", v, "want host:port, like 127.0.0.1:9187, or off")
+			e.bad("SCALR_BACKUP_METRICS_ADDR", v, "want host:port, like 127.0.0.1:9187, or off")
 		} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
-			bad("SCALR_BACKUP_METRICS_ADDR", v, "bad port")
+			e.bad("SCALR_BACKUP_METRICS_ADDR", v, "bad port")
 		} else {
 			c.MetricsAddr = v
 		}
 	}
-	if v := get("SCALR_BACKUP_TEXTFILE"); v != "" {
+	if v := e.get("SCALR_BACKUP_TEXTFILE"); v != "" {
 		if !strings.HasSuffix(v, ".prom") {
-			bad("SCALR_BACKUP_TEXTFILE", v, "node_exporter's textfile collector reads only files ending in .prom")
+			e.bad("SCALR_BACKUP_TEXTFILE", v, "node_exporter's textfile collector reads only files ending in .prom")
 		} else {
 			c.Textfile = v
 		}
 	}
-	if v := get("SCALR_BACKUP_LOG_FORMAT"); v != "" {
+	if v := e.get("SCALR_BACKUP_LOG_FORMAT"); v != "" {
 		switch strings.ToLower(v) {
 		case "auto", "json", "text":
 			c.LogFormat = strings.ToLower(v)
 		default:
-			bad("SCALR_BACKUP_LOG_FORMAT", v, "want auto, json or text")
+			e.bad("SCALR_BACKUP_LOG_FORMAT", v, "want auto, json or text")
 		}
 	}
-	if len(errs) > 0 {
-		return c, fmt.Errorf("configuration: %w", errors.Join(errs...))
-	}
-	return c, nil
 }
 
 // hostSpace is what a host name must not hold.
