@@ -357,33 +357,18 @@ func (r *Report) fail(stage string, err error) {
 // (it writes no snapshot and removes its lock), the targets not yet started
 // are marked skipped, and forget and prune do not start.
 func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
-	now := o.Now
-	if now == nil {
-		now = time.Now
-	}
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	policy := o.Policy
-	if policy.Empty() {
-		policy = DefaultPolicy()
-	}
-	counting := o.Counting
-	if counting == nil {
-		counting = CountingOf(r.Backend())
-	}
-	var before backend.Counts
-	if counting != nil {
-		before = counting.Snapshot()
-	}
+	pr := newPassRun(r, o)
+	rep := pr.rep
 	start := time.Now()
-	rep := &Report{Host: o.Host, Started: now().UTC(), Targets: []TargetReport{}, Inventory: []ContainerState{}}
+	var before backend.Counts
+	if pr.counting != nil {
+		before = pr.counting.Snapshot()
+	}
 	defer func() {
-		rep.Finished = now().UTC()
+		rep.Finished = pr.now().UTC()
 		rep.Duration = time.Since(start)
-		if counting != nil {
-			rep.Requests = countsDelta(before, counting.Snapshot())
+		if pr.counting != nil {
+			rep.Requests = countsDelta(before, pr.counting.Snapshot())
 		}
 		if ctx.Err() != nil {
 			rep.Cancelled = true
@@ -391,129 +376,29 @@ func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
 	}()
 
 	if o.RemoveStaleLocks {
-		removeAbandonedLocks(ctx, r, o.StaleLockAge, now(), log)
+		removeAbandonedLocks(ctx, r, o.StaleLockAge, pr.now(), pr.log)
 	}
-
-	var targets []Target
-	if o.Discoverer == nil || o.Backup == nil {
-		rep.fail("discover", errors.New("nightly: PassOptions needs a Discoverer and a BackupFunc"))
-	} else {
-		var err error
-		targets, err = o.Discoverer.Discover(ctx)
-		switch {
-		case err != nil:
-			rep.fail("discover", err)
-			log.Error("discovery failed", "error", err)
-		case len(targets) == 0 && !o.AllowEmpty:
-			rep.fail("discover", ErrNoTargets)
-			log.Error("discovery found no container to back up")
-		default:
-			names := make([]string, len(targets))
-			for i, t := range targets {
-				names[i] = t.Name
-			}
-			log.Info("discovered containers", "count", len(targets), "containers", names)
-		}
-	}
-
-	// The retired containers, for the targets discovery lists but that
-	// cannot be backed up: read only when there is one.
-	var retired map[string]bool
-	for _, t := range targets {
-		if t.Problem != "" && retired == nil {
-			retired = map[string]bool{}
-			if all, err := r.ListSnapshots(ctx); err != nil {
-				log.Warn("listing snapshots for retirement records failed", "error", err)
-			} else {
-				for _, st := range Inventory(all, o.Host) {
-					if st.IsRetired() {
-						retired[st.Container] = true
-					}
-				}
-			}
-		}
-	}
-
+	targets := pr.discover(ctx)
+	retired := pr.retired(ctx, targets)
 	seen := map[string]bool{}
 	for _, t := range targets {
-		tr := TargetReport{Name: t.Name, Started: now().UTC()}
-		switch {
-		case ctx.Err() != nil:
-			tr.Status, tr.Err = StatusSkipped, fmt.Errorf("not started: %w", ctx.Err())
-		case t.Problem != "" && retired[t.Name]:
-			seen[t.Name] = true
-			tr.Status = StatusRetired
-			log.Info("retired container left alone", "container", t.Name, "problem", t.Problem)
-		case t.Name == "" || strings.Contains(t.Name, "/"):
-			tr.Status, tr.Err = StatusFailed, fmt.Errorf("invalid container name %q", t.Name)
-		case seen[t.Name]:
-			tr.Status, tr.Err = StatusFailed, fmt.Errorf("container %s discovered twice", t.Name)
-		default:
-			seen[t.Name] = true
-			log.Info("backing up", "container", t.Name)
-			t0 := time.Now()
-			res, err := runBackup(ctx, r, t, o.Backup, o.TargetTimeout)
-			tr.Duration = time.Since(t0)
-			if err != nil {
-				tr.Status, tr.Err = StatusFailed, err
-			} else {
-				tr.Status = StatusOK
-				tr.SnapshotID = res.SnapshotID.String()
-				tr.BytesRead, tr.BytesAdded, tr.BytesStored = res.BytesRead, res.BytesAdded, res.BytesStored
-			}
-		}
-		if tr.Err != nil {
-			tr.Error = tr.Err.Error()
-		}
-		switch tr.Status {
-		case StatusOK:
-			log.Info("backup done", "container", t.Name, "snapshot", tr.SnapshotID[:8],
-				"duration", tr.Duration.Round(time.Millisecond).String(), "total_bytes_processed", tr.BytesRead, "data_added", tr.BytesAdded)
-		case StatusFailed:
-			log.Error("backup failed", "container", t.Name, "duration", tr.Duration.Round(time.Millisecond).String(), "error", tr.Error)
-		}
-		rep.Targets = append(rep.Targets, tr)
+		rep.Targets = append(rep.Targets, pr.backupTarget(ctx, t, retired, seen))
 	}
-
 	var snaps []*repo.Snapshot
 	listed := false
 	if ctx.Err() == nil && !o.SkipForget {
-		fr, remaining, err := forgetContainers(ctx, r, policy, drillPolicy(o.DrillKeep), o.Host, now(), log)
-		if err != nil {
-			rep.fail("forget", err)
-			log.Error("forget failed", "error", err)
-		} else {
-			rep.Forget = fr
-			snaps, listed = remaining, true
-			log.Info("forget done", "policy", fr.Policy, "removed", fr.Removed, "drill_policy", fr.DrillPolicy, "drills_removed", fr.DrillsRemoved)
-		}
+		snaps, listed = pr.forget(ctx)
 	}
 	if ctx.Err() == nil && !o.SkipPrune {
-		po := o.Prune
-		if po.Progress == nil {
-			// Prune's steps are few (one per phase and repacked pack) and
-			// a long prune must not look like a hang in the log.
-			po.Progress = func(msg string) { log.Info("prune progress", "step", msg) }
-		}
-		st, err := r.Prune(ctx, po)
-		if err != nil {
-			rep.fail("prune", err)
-			log.Error("prune failed", "error", err)
-		} else {
-			rep.Prune = st
-			log.Info("prune done", "packs_removed", st.PacksRemove+st.PacksUnreferenced, "packs_repacked", st.PacksRepack, "bytes_freed", st.RemoveSize+st.UnreferencedSize)
-			if st.Deferred.Files > 0 {
-				log.Warn("prune deferred deletions the storage refuses", "deferred", st.Deferred.String())
-			}
-		}
+		pr.prune(ctx)
 	}
 	if ctx.Err() == nil {
-		extendRetention(ctx, r, rep, log)
+		extendRetention(ctx, r, rep, pr.log)
 	}
 	if !listed && ctx.Err() == nil {
 		all, err := r.ListSnapshots(ctx)
 		if err != nil {
-			log.Warn("listing snapshots for the inventory failed", "error", err)
+			pr.log.Warn("listing snapshots for the inventory failed", "error", err)
 		} else {
 			snaps, listed = all, true
 		}
@@ -521,16 +406,172 @@ func Pass(ctx context.Context, r *repo.Repository, o PassOptions) *Report {
 	if listed {
 		rep.Inventory = Inventory(snaps, o.Host)
 		if o.Host != "" && !discoveryFailed(rep) {
-			rep.Targets = append(rep.Targets, missingTargets(rep.Inventory, seen, now().UTC(), log)...)
+			rep.Targets = append(rep.Targets, missingTargets(rep.Inventory, seen, pr.now().UTC(), pr.log)...)
 		}
 		if ctx.Err() == nil {
-			rep.Repository = repositoryStats(ctx, r, len(snaps), log)
+			rep.Repository = repositoryStats(ctx, r, len(snaps), pr.log)
 		}
 	}
 	if ctx.Err() != nil {
-		log.Warn("pass cancelled", "error", ctx.Err())
+		pr.log.Warn("pass cancelled", "error", ctx.Err())
 	}
 	return rep
+}
+
+// passRun is one pass's settings with their defaults filled in, and its
+// report.
+type passRun struct {
+	r        *repo.Repository
+	o        PassOptions
+	now      func() time.Time
+	log      *slog.Logger
+	policy   repo.ExpirePolicy
+	counting *backend.Counting
+	rep      *Report
+}
+
+func newPassRun(r *repo.Repository, o PassOptions) *passRun {
+	pr := &passRun{r: r, o: o, now: o.Now, log: o.Logger, policy: o.Policy, counting: o.Counting}
+	if pr.now == nil {
+		pr.now = time.Now
+	}
+	if pr.log == nil {
+		pr.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if pr.policy.Empty() {
+		pr.policy = DefaultPolicy()
+	}
+	if pr.counting == nil {
+		pr.counting = CountingOf(r.Backend())
+	}
+	pr.rep = &Report{Host: o.Host, Started: pr.now().UTC(), Targets: []TargetReport{}, Inventory: []ContainerState{}}
+	return pr
+}
+
+// discover lists the targets; a failure, or none found (unless allowed),
+// fails the pass's discover stage.
+func (pr *passRun) discover(ctx context.Context) []Target {
+	if pr.o.Discoverer == nil || pr.o.Backup == nil {
+		pr.rep.fail("discover", errors.New("nightly: PassOptions needs a Discoverer and a BackupFunc"))
+		return nil
+	}
+	targets, err := pr.o.Discoverer.Discover(ctx)
+	switch {
+	case err != nil:
+		pr.rep.fail("discover", err)
+		pr.log.Error("discovery failed", "error", err)
+	case len(targets) == 0 && !pr.o.AllowEmpty:
+		pr.rep.fail("discover", ErrNoTargets)
+		pr.log.Error("discovery found no container to back up")
+	default:
+		names := make([]string, len(targets))
+		for i, t := range targets {
+			names[i] = t.Name
+		}
+		pr.log.Info("discovered containers", "count", len(targets), "containers", names)
+	}
+	return targets
+}
+
+// retired is the set of retired containers, for the targets discovery
+// lists but that cannot be backed up: read only when there is one.
+func (pr *passRun) retired(ctx context.Context, targets []Target) map[string]bool {
+	var retired map[string]bool
+	for _, t := range targets {
+		if t.Problem == "" || retired != nil {
+			continue
+		}
+		retired = map[string]bool{}
+		all, err := pr.r.ListSnapshots(ctx)
+		if err != nil {
+			pr.log.Warn("listing snapshots for retirement records failed", "error", err)
+			continue
+		}
+		for _, st := range Inventory(all, pr.o.Host) {
+			if st.IsRetired() {
+				retired[st.Container] = true
+			}
+		}
+	}
+	return retired
+}
+
+// backupTarget backs up one target (unless cancelled, retired, invalid or
+// listed twice) and returns its row; seen gets its name.
+func (pr *passRun) backupTarget(ctx context.Context, t Target, retired, seen map[string]bool) TargetReport {
+	log := pr.log
+	tr := TargetReport{Name: t.Name, Started: pr.now().UTC()}
+	switch {
+	case ctx.Err() != nil:
+		tr.Status, tr.Err = StatusSkipped, fmt.Errorf("not started: %w", ctx.Err())
+	case t.Problem != "" && retired[t.Name]:
+		seen[t.Name] = true
+		tr.Status = StatusRetired
+		log.Info("retired container left alone", "container", t.Name, "problem", t.Problem)
+	case t.Name == "" || strings.Contains(t.Name, "/"):
+		tr.Status, tr.Err = StatusFailed, fmt.Errorf("invalid container name %q", t.Name)
+	case seen[t.Name]:
+		tr.Status, tr.Err = StatusFailed, fmt.Errorf("container %s discovered twice", t.Name)
+	default:
+		seen[t.Name] = true
+		log.Info("backing up", "container", t.Name)
+		t0 := time.Now()
+		res, err := runBackup(ctx, pr.r, t, pr.o.Backup, pr.o.TargetTimeout)
+		tr.Duration = time.Since(t0)
+		if err != nil {
+			tr.Status, tr.Err = StatusFailed, err
+		} else {
+			tr.Status = StatusOK
+			tr.SnapshotID = res.SnapshotID.String()
+			tr.BytesRead, tr.BytesAdded, tr.BytesStored = res.BytesRead, res.BytesAdded, res.BytesStored
+		}
+	}
+	if tr.Err != nil {
+		tr.Error = tr.Err.Error()
+	}
+	switch tr.Status {
+	case StatusOK:
+		log.Info("backup done", "container", t.Name, "snapshot", tr.SnapshotID[:8],
+			"duration", tr.Duration.Round(time.Millisecond).String(), "total_bytes_processed", tr.BytesRead, "data_added", tr.BytesAdded)
+	case StatusFailed:
+		log.Error("backup failed", "container", t.Name, "duration", tr.Duration.Round(time.Millisecond).String(), "error", tr.Error)
+	}
+	return tr
+}
+
+// forget applies the retention policy per container and the drill-record
+// policy; it returns the snapshots that remain, listed (false: not known).
+func (pr *passRun) forget(ctx context.Context) ([]*repo.Snapshot, bool) {
+	fr, remaining, err := forgetContainers(ctx, pr.r, pr.policy, drillPolicy(pr.o.DrillKeep), pr.o.Host, pr.now(), pr.log)
+	if err != nil {
+		pr.rep.fail("forget", err)
+		pr.log.Error("forget failed", "error", err)
+		return nil, false
+	}
+	pr.rep.Forget = fr
+	pr.log.Info("forget done", "policy", fr.Policy, "removed", fr.Removed, "drill_policy", fr.DrillPolicy, "drills_removed", fr.DrillsRemoved)
+	return remaining, true
+}
+
+// prune prunes, logging its steps.
+func (pr *passRun) prune(ctx context.Context) {
+	po := pr.o.Prune
+	if po.Progress == nil {
+		// Prune's steps are few (one per phase and repacked pack) and
+		// a long prune must not look like a hang in the log.
+		po.Progress = func(msg string) { pr.log.Info("prune progress", "step", msg) }
+	}
+	st, err := pr.r.Prune(ctx, po)
+	if err != nil {
+		pr.rep.fail("prune", err)
+		pr.log.Error("prune failed", "error", err)
+		return
+	}
+	pr.rep.Prune = st
+	pr.log.Info("prune done", "packs_removed", st.PacksRemove+st.PacksUnreferenced, "packs_repacked", st.PacksRepack, "bytes_freed", st.RemoveSize+st.UnreferencedSize)
+	if st.Deferred.Files > 0 {
+		pr.log.Warn("prune deferred deletions the storage refuses", "deferred", st.Deferred.String())
+	}
 }
 
 // discoveryFailed reports whether the pass could not tell which containers
