@@ -408,6 +408,15 @@ func printSnapshotTable(w io.Writer, list []*repo.Snapshot, reasons []repo.KeepR
 		rows = append(rows, row)
 	}
 
+	writeTable(w, header, rows, multiline)
+	fmt.Fprintf(w, "%d snapshots\n", len(sorted))
+}
+
+// writeTable writes rows under header as restic's tables look: columns
+// two spaces apart, a rule under the header and at the end, cells of
+// several lines (separated by "\n") spread over lines, and a blank line
+// between rows when blankBetween.
+func writeTable(w io.Writer, header []string, rows [][]string, blankBetween bool) {
 	widths := make([]int, len(header))
 	for i, h := range header {
 		widths[i] = len(h)
@@ -437,7 +446,7 @@ func printSnapshotTable(w io.Writer, list []*repo.Snapshot, reasons []repo.KeepR
 	fmt.Fprintln(w, line(header))
 	fmt.Fprintln(w, rule)
 	for n, row := range rows {
-		if multiline && n > 0 {
+		if blankBetween && n > 0 {
 			fmt.Fprintln(w)
 		}
 		lines := 1
@@ -457,5 +466,4 @@ func printSnapshotTable(w io.Writer, list []*repo.Snapshot, reasons []repo.KeepR
 		}
 	}
 	fmt.Fprintln(w, rule)
-	fmt.Fprintf(w, "%d snapshots\n", len(sorted))
 }
