@@ -258,9 +258,12 @@ func (r *Repository) usedBlobsOf(ctx context.Context, snaps []*Snapshot) (map[Bl
 
 // Prune deletes what no snapshot needs: packs with no used blob are
 // removed, packs with enough unused space are rewritten, and a new index
-// replaces the old one. It holds an exclusive lock throughout. The order
-// (new packs, new index, old index removed, packs removed) means a crash at
-// any point leaves every snapshot readable.
+// replaces the old one. It holds an exclusive lock throughout. It plans
+// first (reads only: the index, the packs' list, the snapshots' trees,
+// retention ends; the decision itself is decidePacks, a pure function), and
+// a dry run stops there. The execution's order (new packs, new index, old
+// index removed, packs removed) means a crash at any point leaves every
+// snapshot readable.
 func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats, error) {
 	maxUnused, err := maxUnusedFunc(opts.MaxUnused)
 	if err != nil {
@@ -277,6 +280,63 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 	}
 	defer done()
 
+	p, err := r.planPrune(ctx, maxUnused, say)
+	if err != nil {
+		return nil, err
+	}
+	stats := p.stats
+	if !opts.DryRun && !p.retained.retentionKnown && len(p.retained.deleteIndex) > 0 && p.deletes() > 0 {
+		if refused, why := r.probeDeletes(ctx); refused {
+			say("the storage refuses deletions (%v): deferring everything", why)
+			r.deferAll(&stats.Deferred, stats, p.retained, p.remove, p.repack, p.unreferenced, p.stored)
+			p.remove, p.repack, p.unreferenced = nil, nil, nil
+		}
+	}
+	p.finishStats()
+	say("looking for temporary files of interrupted writes")
+	if err := r.pruneLeftovers(ctx, leftoverAge(opts.LeftoverAge), time.Now(), opts.DryRun, stats); err != nil {
+		return nil, err
+	}
+	if opts.DryRun {
+		stats.Deferred.sort()
+		return stats, nil
+	}
+	if p.deletes() == 0 && len(p.damagedIndex) == 0 {
+		// Deferred deletions alone do not rewrite the index: that would
+		// only add index files (themselves under retention) and free
+		// nothing.
+		say("nothing to do")
+		stats.Deferred.sort()
+		return stats, nil
+	}
+	if err := r.executePrune(ctx, p, say); err != nil {
+		return nil, err
+	}
+	return stats, nil
+}
+
+// prunePlan is what a prune found and decided, before it changes anything.
+type prunePlan struct {
+	indexFiles   []ID          // every index file, damaged ones too
+	inFile       map[ID][]ID   // the packs each intact index file lists
+	damagedIndex []SkippedFile // index files that could not be read
+	stored       map[ID]int64  // every pack in data/, with its size
+	usages       []*packUsage  // every indexed pack
+	keep         []*packUsage  // listed again by the new index
+	repack       []*packUsage  // rewritten, then removed
+	remove       []*packUsage  // removed: nothing in it is used
+	unreferenced []ID          // stored packs no index lists: removed
+	retained     *deferPlan    // what retention keeps for now
+	stats        *PruneStats   // counts so far
+	remaining    uint64        // unused bytes left after the plan
+}
+
+// deletes is how many packs the plan removes.
+func (p *prunePlan) deletes() int { return len(p.remove) + len(p.repack) + len(p.unreferenced) }
+
+// planPrune reads what prune needs and decides what to do; it changes
+// nothing in the repository.
+func (r *Repository) planPrune(ctx context.Context, maxUnused func(uint64) uint64, say func(string, ...any)) (*prunePlan, error) {
 	say("loading indexes")
 	indexFiles, indexed, inFile, damagedIndex, err := r.loadIndexFiles(ctx)
 	if err != nil {
@@ -287,11 +347,11 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 	if err != nil {
 		return nil, err
 	}
-	stats := &PruneStats{}
+	p := &prunePlan{indexFiles: indexFiles, inFile: inFile, damagedIndex: damagedIndex, stored: stored, stats: &PruneStats{}}
 	if len(damagedIndex) > 0 {
 		// The packs the damaged files listed look unreferenced: read what
 		// they hold from their own headers instead of deleting them.
-		if err := r.pruneRecoverIndex(ctx, damagedIndex, stored, indexed, stats, say); err != nil {
+		if err := r.pruneRecoverIndex(ctx, damagedIndex, stored, indexed, p.stats, say); err != nil {
 			return nil, err
 		}
 	}
@@ -304,7 +364,32 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 		}
 		return nil, fmt.Errorf("prune: %w", err)
 	}
+	if p.usages, err = packUsages(indexed, stored, used, p.stats); err != nil {
+		return nil, err
+	}
+	p.keep, p.repack, p.remove, p.remaining = decidePacks(p.usages, maxUnused, p.stats)
+	p.unreferenced = make([]ID, 0)
+	for id, size := range stored {
+		if _, ok := indexed[id]; !ok {
+			p.unreferenced = append(p.unreferenced, id)
+			p.stats.UnreferencedSize += uint64(size)
+		}
+	}
+	say("asking the storage which files are still under retention")
+	p.retained, err = r.prunePlanDeferred(ctx, indexFiles, inFile, p.remove, p.repack, p.keep, p.stats)
+	if err != nil {
+		return nil, err
+	}
+	p.remove, p.repack, p.keep = p.retained.remove, p.retained.repack, p.retained.keep
+	p.stats.Deferred = *p.retained.deferred
+	return p, nil
+}
 
+// packUsages sorts every indexed pack's blobs into used (the one copy kept
+// of each blob a snapshot needs: the first in pack ID order), duplicate and
+// unused, counting them in stats. Every used blob must be in an indexed
+// pack and every indexed pack stored, or nothing can be decided.
+func packUsages(indexed map[ID][]Blob, stored map[ID]int64, used map[BlobHandle]struct{}, stats *PruneStats) ([]*packUsage, error) {
 	packIDs := make([]ID, 0, len(indexed))
 	for id := range indexed {
 		if _, ok := stored[id]; !ok {
@@ -313,8 +398,6 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 		packIDs = append(packIDs, id)
 	}
 	sort.Slice(packIDs, func(i, j int) bool { return string(packIDs[i][:]) < string(packIDs[j][:]) })
-
-	// One owner per used blob: the first copy in pack ID order.
 	owner := map[BlobHandle]bool{}
 	usages := make([]*packUsage, 0, len(packIDs))
 	for _, id := range packIDs {
@@ -352,9 +435,17 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 			return nil, fmt.Errorf("prune: %v is used by a snapshot but is in no pack of the index; nothing was changed (run check)", h)
 		}
 	}
+	return usages, nil
+}
 
-	// Decide.
-	var keep, repack, remove []*packUsage
+// decidePacks is prune's decision, as restic makes it: a pack with no used
+// blob is removed; a pack mixing tree and data blobs is rewritten; a pack
+// with no unused space is kept; of the rest, tree packs are rewritten and
+// data packs too, those with the highest share of unused space first,
+// until what stays unused is within maxUnused(used bytes). It fills the
+// size fields of stats from the counts packUsages made, and returns the
+// unused bytes that remain.
+func decidePacks(usages []*packUsage, maxUnused func(uint64) uint64, stats *PruneStats) (keep, repack, remove []*packUsage, remainingUnused uint64) {
 	var candidates []*packUsage
 	for _, u := range usages {
 		switch {
@@ -363,7 +454,6 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 			stats.RemoveBlobs += len(u.blobs)
 			stats.RemoveSize += uint64(u.storedSize)
 		case u.hasTree && u.hasData:
-			// Mixed packs are always rewritten, as restic does.
 			repack = append(repack, u)
 		case u.unused == 0:
 			keep = append(keep, u)
@@ -380,7 +470,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 		return a.unused*b.used > b.unused*a.used
 	})
 	stats.MaxUnusedBytesAllowed = maxUnused(stats.UsedSize)
-	remainingUnused := stats.UnusedSize + stats.DuplicateSize
+	remainingUnused = stats.UnusedSize + stats.DuplicateSize
 	for _, u := range remove {
 		remainingUnused -= u.unused
 	}
@@ -401,121 +491,56 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 		stats.RemoveSize += u.unused
 		stats.RemoveBlobs += len(u.blobs) - u.usedBlobs
 	}
-	unreferenced := make([]ID, 0)
-	for id, size := range stored {
-		if _, ok := indexed[id]; !ok {
-			unreferenced = append(unreferenced, id)
-			stats.UnreferencedSize += uint64(size)
-		}
-	}
-	say("asking the storage which files are still under retention")
-	plan, err := r.prunePlanDeferred(ctx, indexFiles, inFile, remove, repack, keep, stats)
-	if err != nil {
-		return nil, err
-	}
-	remove, repack, keep = plan.remove, plan.repack, plan.keep
-	stats.Deferred = *plan.deferred
-	if !plan.retentionKnown && !opts.DryRun && len(plan.deleteIndex) > 0 && len(remove)+len(repack)+len(unreferenced) > 0 {
-		if refused, why := r.probeDeletes(ctx); refused {
-			say("the storage refuses deletions (%v): deferring everything", why)
-			r.deferAll(&stats.Deferred, stats, plan, remove, repack, unreferenced, stored)
-			remove, repack, unreferenced = nil, nil, nil
-		}
-	}
-	stats.PacksTotal = len(usages)
-	stats.PacksKeep, stats.PacksRepack, stats.PacksRemove, stats.PacksUnreferenced = len(keep)+plan.pinnedKept, len(repack), len(remove), len(unreferenced)
-	stats.RemainingUnusedSize = remainingUnused
-	for _, u := range keep {
-		stats.RemainingSize += uint64(u.storedSize)
-	}
-	stats.RemainingSize += stats.RepackSize
-	say("looking for temporary files of interrupted writes")
-	if err := r.pruneLeftovers(ctx, leftoverAge(opts.LeftoverAge), time.Now(), opts.DryRun, stats); err != nil {
-		return nil, err
-	}
-	if opts.DryRun {
-		stats.Deferred.sort()
-		return stats, nil
-	}
-	if len(repack) == 0 && len(remove) == 0 && len(unreferenced) == 0 && len(damagedIndex) == 0 {
-		// Deferred deletions alone do not rewrite the index: that would
-		// only add index files (themselves under retention) and free
-		// nothing.
-		say("nothing to do")
-		stats.Deferred.sort()
-		return stats, nil
-	}
+	return keep, repack, remove, remainingUnused
+}
 
-	// Rewrite what is still used from the packs being repacked.
+// finishStats fills the pack counts and remaining sizes from the plan as
+// it stands (after any deferral).
+func (p *prunePlan) finishStats() {
+	st := p.stats
+	st.PacksTotal = len(p.usages)
+	st.PacksKeep, st.PacksRepack, st.PacksRemove, st.PacksUnreferenced = len(p.keep)+p.retained.pinnedKept, len(p.repack), len(p.remove), len(p.unreferenced)
+	st.RemainingUnusedSize = p.remaining
+	for _, u := range p.keep {
+		st.RemainingSize += uint64(u.storedSize)
+	}
+	st.RemainingSize += st.RepackSize
+}
+
+// executePrune carries a plan out: the repacked blobs into new packs, a new
+// index of every kept and new pack, the old index files removed, then the
+// packs. Deletions the storage refuses are deferred (see removeOrDefer)
+// without leaving the index inconsistent.
+func (r *Repository) executePrune(ctx context.Context, p *prunePlan, say func(string, ...any)) error {
+	stats := p.stats
 	newIdx := NewIndex()
 	w := r.newWriter(ctx, newIdx)
-	for n, u := range repack {
-		say("repacking pack %d of %d", n+1, len(repack))
+	for n, u := range p.repack {
+		say("repacking pack %d of %d", n+1, len(p.repack))
 		if err := r.repackPack(ctx, w, u); err != nil {
 			w.Abort()
-			return nil, err
+			return err
 		}
 	}
 	if err := w.flushPacks(ctx); err != nil {
-		return nil, fmt.Errorf("prune: %w", err)
+		return fmt.Errorf("prune: %w", err)
 	}
 	// The new index lists every kept pack and every new one.
-	for _, u := range keep {
+	for _, u := range p.keep {
 		newIdx.addStored(u.id, u.blobs)
 	}
 	say("writing new index")
 	if err := r.saveIndex(ctx, newIdx); err != nil {
-		return nil, fmt.Errorf("prune: %w", err)
+		return fmt.Errorf("prune: %w", err)
 	}
 	stats.IndexFilesWritten = len(newIdx.Files())
-	say("removing %d old index files", len(plan.deleteIndex))
 	var mu sync.Mutex
-	def := &stats.Deferred
-	for _, id := range plan.deleteIndex {
-		gone, err := r.removeOrDefer(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}, 0, &mu, def)
-		if err != nil {
-			return nil, err
-		}
-		if gone {
-			stats.IndexFilesReplaced++
-			continue
-		}
-		// The storage refused although no retention said so (a bucket
-		// lock rule, no delete permission): the file stays, so must
-		// every pack it lists. The packs it shares with the new index
-		// are listed twice now, which restic check calls non-critical.
-		for _, pack := range inFile[id] {
-			plan.pinned[pack] = true
-		}
-	}
-	dead := map[ID]*packUsage{}
-	var deadIDs []ID
-	for _, u := range append(remove, repack...) {
-		if plan.pinned[u.id] {
-			def.add(DeferredFile{Object: packObject(u.id), Size: u.storedSize})
-			continue
-		}
-		dead[u.id] = u
-		deadIDs = append(deadIDs, u.id)
-	}
-	deadIDs = append(deadIDs, unreferenced...)
-	say("removing %d packs", len(deadIDs))
-	var kept []*packUsage // refused, and named by no index file now
-	if err := forEachParallel(ctx, deadIDs, r.opts.Uploaders*2, func(ctx context.Context, id ID) error {
-		size := stored[id]
-		gone, err := r.removeOrDefer(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}, size, &mu, def)
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case err != nil:
-		case gone:
-			stats.PacksDeleted++
-		case dead[id] != nil:
-			kept = append(kept, dead[id])
-		}
+	if err := r.pruneRemoveIndex(ctx, p, &mu, say); err != nil {
 		return err
-	}); err != nil {
-		return nil, err
+	}
+	kept, err := r.pruneRemovePacks(ctx, p, &mu, say)
+	if err != nil {
+		return err
 	}
 	if len(kept) > 0 {
 		// Index them again, or restic check would call them packs no
@@ -527,16 +552,73 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneStats,
 		}
 		say("indexing %d packs whose deletion was refused", len(kept))
 		if err := r.saveIndex(ctx, newIdx); err != nil {
-			return nil, fmt.Errorf("prune: index the %d packs whose deletion was refused: %w", len(kept), err)
+			return fmt.Errorf("prune: index the %d packs whose deletion was refused: %w", len(kept), err)
 		}
 		stats.IndexFilesWritten = len(newIdx.Files())
 	}
-	def.sort()
-	if def.Files > 0 {
-		say("%s", def.String())
+	stats.Deferred.sort()
+	if stats.Deferred.Files > 0 {
+		say("%s", stats.Deferred.String())
 	}
 	r.resetIndex(newIdx)
-	return stats, nil
+	return nil
+}
+
+// pruneRemoveIndex removes the old index files the plan replaces. One the
+// storage refuses although no retention said so (a bucket lock rule, no
+// delete permission) stays, and so must every pack it lists: they are
+// pinned. (The packs it shares with the new index are listed twice then,
+// which restic check calls non-critical.)
+func (r *Repository) pruneRemoveIndex(ctx context.Context, p *prunePlan, mu *sync.Mutex, say func(string, ...any)) error {
+	say("removing %d old index files", len(p.retained.deleteIndex))
+	for _, id := range p.retained.deleteIndex {
+		gone, err := r.removeOrDefer(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}, 0, mu, &p.stats.Deferred)
+		if err != nil {
+			return err
+		}
+		if gone {
+			p.stats.IndexFilesReplaced++
+			continue
+		}
+		for _, pack := range p.inFile[id] {
+			p.retained.pinned[pack] = true
+		}
+	}
+	return nil
+}
+
+// pruneRemovePacks removes the removed, repacked and unreferenced packs
+// (pinned ones are deferred), and returns those of the first two whose
+// deletion the storage refused: no index file names them now.
+func (r *Repository) pruneRemovePacks(ctx context.Context, p *prunePlan, mu *sync.Mutex, say func(string, ...any)) ([]*packUsage, error) {
+	def := &p.stats.Deferred
+	dead := map[ID]*packUsage{}
+	var deadIDs []ID
+	for _, u := range append(p.remove, p.repack...) {
+		if p.retained.pinned[u.id] {
+			def.add(DeferredFile{Object: packObject(u.id), Size: u.storedSize})
+			continue
+		}
+		dead[u.id] = u
+		deadIDs = append(deadIDs, u.id)
+	}
+	deadIDs = append(deadIDs, p.unreferenced...)
+	say("removing %d packs", len(deadIDs))
+	var kept []*packUsage
+	err := forEachParallel(ctx, deadIDs, r.opts.Uploaders*2, func(ctx context.Context, id ID) error {
+		gone, err := r.removeOrDefer(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}, p.stored[id], mu, def)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+		case gone:
+			p.stats.PacksDeleted++
+		case dead[id] != nil:
+			kept = append(kept, dead[id])
+		}
+		return err
+	})
+	return kept, err
 }
 
 // pruneRecoverIndex reads the headers of the stored packs that no intact
