@@ -206,6 +206,24 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 		}
 	}()
 
+	if err := b.fill(ctx, f, src, size); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	if placed, err = place(tmp, path); err != nil {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("sync folder: %w", err)
+	}
+	return nil
+}
+
+// fill writes exactly size bytes of src to f, checks that src had no more
+// and that f holds them, syncs f and makes it read-only.
+func (b *Backend) fill(ctx context.Context, f *os.File, src backend.Source, size int64) error {
 	bufp := copyBuffers.Get().(*[]byte)
 	n, err := io.CopyBuffer(writerOnly{f}, &ctxReader{ctx: ctx, r: io.LimitReader(src, size)}, *bufp)
 	copyBuffers.Put(bufp)
@@ -223,7 +241,6 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-
 	if err := f.Sync(); err != nil && !syncUnsupported(err) {
 		return fmt.Errorf("sync: %w", err)
 	}
@@ -238,31 +255,27 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 	if err := f.Chmod(b.modes.file &^ 0o222); err != nil && !chmodUnsupported(err) {
 		return fmt.Errorf("chmod: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close: %w", err)
-	}
+	return nil
+}
 
-	// A hard link never replaces an existing file, so concurrent saves of
-	// one handle cannot overwrite each other; where links are not supported,
-	// check and rename.
+// place moves the finished temporary file tmp to path, never replacing a
+// file there (an error wrapping fs.ErrExist). A hard link never replaces an
+// existing file, so concurrent saves of one handle cannot overwrite each
+// other; where links are not supported, check and rename. placed says
+// whether the file is at path now.
+func place(tmp, path string) (placed bool, err error) {
 	err = linkFile(tmp, path)
 	switch {
 	case err == nil:
-		placed = true
 		_ = os.Remove(tmp)
+		return true, nil
 	case errors.Is(err, fs.ErrExist):
-		return backend.Permanent(fs.ErrExist)
-	default:
-		if err = renameNoReplace(tmp, path); err != nil {
-			return err
-		}
-		placed = true
+		return false, backend.Permanent(fs.ErrExist)
 	}
-
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("sync folder: %w", err)
+	if err := renameNoReplace(tmp, path); err != nil {
+		return false, err
 	}
-	return nil
+	return true, nil
 }
 
 // renameMu makes the check and the rename of renameNoReplace one step for
