@@ -84,15 +84,8 @@ func open(ctx context.Context, location string, opts Options, create bool) (*Ope
 		if err != nil {
 			return nil, err
 		}
-		getenv := opts.Getenv
-		if getenv == nil {
-			getenv = os.Getenv
-		}
-		cfg.ApplyEnv(getenv)
-		for _, o := range ext {
-			if err := cfg.ApplyOption(o.key, o.value); err != nil {
-				return nil, err
-			}
+		if err := configure(&cfg, opts, ext); err != nil {
+			return nil, err
 		}
 		sb, err := s3.Open(ctx, cfg)
 		if err != nil {
@@ -104,15 +97,8 @@ func open(ctx context.Context, location string, opts Options, create bool) (*Ope
 		if err != nil {
 			return nil, err
 		}
-		getenv := opts.Getenv
-		if getenv == nil {
-			getenv = os.Getenv
-		}
-		cfg.ApplyEnv(getenv)
-		for _, o := range ext {
-			if err := cfg.ApplyOption(o.key, o.value); err != nil {
-				return nil, err
-			}
+		if err := configure(&cfg, opts, ext); err != nil {
+			return nil, err
 		}
 		// No connection yet: the first operation connects, inside the
 		// retries below.
@@ -147,6 +133,27 @@ func open(ctx context.Context, location string, opts Options, create bool) (*Ope
 }
 
 type option struct{ key, value string }
+
+// backendConfig is what the S3 and SFTP configurations have in common: the
+// environment's settings, then the -o options, which win.
+type backendConfig interface {
+	ApplyEnv(getenv func(string) string)
+	ApplyOption(key, value string) error
+}
+
+func configure(cfg backendConfig, opts Options, ext []option) error {
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	cfg.ApplyEnv(getenv)
+	for _, o := range ext {
+		if err := cfg.ApplyOption(o.key, o.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // parseExtended splits "key=value" options.
 func parseExtended(list []string) ([]option, error) {
