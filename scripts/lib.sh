@@ -3,6 +3,8 @@
 #
 #   say, die           a line on stdout / an error on stderr and exit 1
 #   as_root CMD...     CMD as root: directly, or with sudo -n
+#   apt_install_no_service PKG...
+#                      apt-get install without starting the packages' services
 #   cache_dir          the tool and image cache: $SCALR_BACKUP_CACHE, else
 #                      $XDG_CACHE_HOME/scalr-backup, else
 #                      $HOME/.cache/scalr-backup (internal/testenv/cache.go
@@ -27,6 +29,24 @@ as_root() {
 	else
 		die "need root (or sudo) to run: $*"
 	fi
+}
+
+# apt_install_no_service PKG...: apt-get update, then install the packages
+# without starting their services: a policy-rc.d that denies every start is
+# in place while apt-get runs (the machine's own, if it has one, is kept).
+apt_install_no_service() {
+	local policy=/usr/sbin/policy-rc.d own_policy=false status=0
+	if [[ ! -e $policy ]]; then
+		as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+		own_policy=true
+	fi
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			-o Dpkg::Use-Pty=0 "$@" || status=$?
+	if $own_policy; then
+		as_root rm -f "$policy"
+	fi
+	return "$status"
 }
 
 cache_dir() {

@@ -52,32 +52,14 @@ declare -A EQUIVALENT_RECIPES=(
 	[15]=896189633a89aa0dc461999d7d19a3a7d67a351784d4beba7192509371a0f6e7
 )
 
-say() { printf '[setup-docker] %s\n' "$*"; }
-die() {
-	printf '[setup-docker] error: %s\n' "$*" >&2
-	exit 1
-}
+LOG_PREFIX=setup-docker
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ -n "${SCALR_BACKUP_CACHE:-}" ]]; then
-	cache=$SCALR_BACKUP_CACHE
-elif [[ -n "${XDG_CACHE_HOME:-}" ]]; then
-	cache=$XDG_CACHE_HOME/scalr-backup
-else
-	cache=${HOME:?HOME is not set}/.cache/scalr-backup
-fi
+cache=$(cache_dir)
 images=$cache/images
 say "image cache: $images"
 
-# as_root runs a command as root: directly when we are root, else via sudo.
-as_root() {
-	if [[ $(id -u) -eq 0 ]]; then
-		"$@"
-	elif command -v sudo >/dev/null 2>&1; then
-		sudo -n "$@"
-	else
-		die "need root (or sudo) to run: $*"
-	fi
-}
 
 # --- Debian packages: docker.io, debootstrap ---------------------------------
 
@@ -247,81 +229,6 @@ fi
 
 exec "$@"
 ENTRYPOINT_EOF
-
-
-# --- the Debian mirror, from this machine's apt sources ----------------------
-
-# Prints the first URI of an enabled "deb" source for $SUITE with the main
-# component; failing that, of one for any plain suite name (no "-updates",
-# "-security"...), since one archive serves every release.
-find_mirror() {
-	local files=() f
-	shopt -s nullglob
-	files=(/etc/apt/sources.list.d/*.sources)
-	shopt -u nullglob
-	# deb822: stanzas separated by blank lines; continuation lines start
-	# with a space; fields are case-insensitive.
-	if ((${#files[@]} > 0)); then
-		for f in "${files[@]}"; do
-			awk -v suite="$SUITE" '
-				function flush() {
-					if (uris != "" && types ~ /(^| )deb( |$)/ && comps ~ /(^| )main( |$)/ && tolower(enabled) != "no") {
-						n = split(suites, s, " ")
-						split(uris, u, " ")
-						for (i = 1; i <= n; i++) {
-							if (s[i] == suite) print 0, u[1]
-							else if (s[i] !~ /[-\/]/) print 1, u[1]
-						}
-					}
-					types = uris = suites = comps = enabled = ""; field = ""
-				}
-				/^[ \t]*#/ { next }
-				/^[ \t]*$/ { flush(); next }
-				/^[ \t]/ { val = $0; sub(/^[ \t]+/, "", val); add(val); next }
-				{
-					field = tolower($0); sub(/:.*/, "", field)
-					val = $0; sub(/^[^:]*:[ \t]*/, "", val); add(val)
-				}
-				function add(v) {
-					if (field == "types") types = types " " v
-					else if (field == "uris") uris = uris " " v
-					else if (field == "suites") suites = suites " " v
-					else if (field == "components") comps = comps " " v
-					else if (field == "enabled") enabled = v
-				}
-				END { flush() }
-			' "$f"
-		done
-	fi
-	# One-line format: deb [options] URI SUITE COMPONENT...
-	files=()
-	[[ -f /etc/apt/sources.list ]] && files+=(/etc/apt/sources.list)
-	shopt -s nullglob
-	files+=(/etc/apt/sources.list.d/*.list)
-	shopt -u nullglob
-	if ((${#files[@]} > 0)); then
-		awk -v suite="$SUITE" '
-			$1 != "deb" { next }
-			{
-				i = 2
-				if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-				uri = $i; s = $(i + 1); main = 0
-				for (j = i + 2; j <= NF; j++) if ($j == "main") main = 1
-				if (!main) next
-				if (s == suite) print 0, uri
-				else if (s !~ /[-\/]/) print 1, uri
-			}
-		' "${files[@]}"
-	fi
-}
-
-mirror_uri() {
-	if [[ -n ${SCALR_BACKUP_DEBIAN_MIRROR:-} ]]; then
-		printf '%s\n' "$SCALR_BACKUP_DEBIAN_MIRROR"
-		return
-	fi
-	find_mirror | awk '$2 ~ /^(https?|file):/' | sort -s -k1,1n | awk 'NR == 1 { print $2 }'
-}
 
 # --- the images ---------------------------------------------------------------
 

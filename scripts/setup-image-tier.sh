@@ -40,33 +40,15 @@ set -euo pipefail
 RECIPE_VERSION=1
 SUITE=bookworm
 
-say() { printf '[setup-image-tier] %s\n' "$*"; }
-die() {
-	printf '[setup-image-tier] error: %s\n' "$*" >&2
-	exit 1
-}
+LOG_PREFIX=setup-image-tier
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-if [[ -n "${SCALR_BACKUP_CACHE:-}" ]]; then
-	cache=$SCALR_BACKUP_CACHE
-elif [[ -n "${XDG_CACHE_HOME:-}" ]]; then
-	cache=$XDG_CACHE_HOME/scalr-backup
-else
-	cache=${HOME:?HOME is not set}/.cache/scalr-backup
-fi
+cache=$(cache_dir)
 images=$cache/images
 say "image cache: $images"
-
-as_root() {
-	if [[ $(id -u) -eq 0 ]]; then
-		"$@"
-	elif command -v sudo >/dev/null 2>&1; then
-		sudo -n "$@"
-	else
-		die "need root (or sudo) to run: $*"
-	fi
-}
 
 pkg_installed() {
 	[[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
@@ -138,77 +120,6 @@ golang_changes() {
 }
 debian_changes() {
 	printf '%s\n' "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" 'CMD ["bash"]'
-}
-
-# --- the Debian mirror, from this machine's apt sources ----------------------
-# The same reading as scripts/setup-docker.sh's find_mirror: the first URI of
-# an enabled "deb" source for SUITE with the main component, else of one for
-# any plain suite.
-
-find_mirror() {
-	local files=() f
-	shopt -s nullglob
-	files=(/etc/apt/sources.list.d/*.sources)
-	shopt -u nullglob
-	if ((${#files[@]} > 0)); then
-		for f in "${files[@]}"; do
-			awk -v suite="$SUITE" '
-				function flush() {
-					if (uris != "" && types ~ /(^| )deb( |$)/ && comps ~ /(^| )main( |$)/ && tolower(enabled) != "no") {
-						n = split(suites, s, " ")
-						split(uris, u, " ")
-						for (i = 1; i <= n; i++) {
-							if (s[i] == suite) print 0, u[1]
-							else if (s[i] !~ /[-\/]/) print 1, u[1]
-						}
-					}
-					types = uris = suites = comps = enabled = ""; field = ""
-				}
-				/^[ \t]*#/ { next }
-				/^[ \t]*$/ { flush(); next }
-				/^[ \t]/ { val = $0; sub(/^[ \t]+/, "", val); add(val); next }
-				{
-					field = tolower($0); sub(/:.*/, "", field)
-					val = $0; sub(/^[^:]*:[ \t]*/, "", val); add(val)
-				}
-				function add(v) {
-					if (field == "types") types = types " " v
-					else if (field == "uris") uris = uris " " v
-					else if (field == "suites") suites = suites " " v
-					else if (field == "components") comps = comps " " v
-					else if (field == "enabled") enabled = v
-				}
-				END { flush() }
-			' "$f"
-		done
-	fi
-	files=()
-	[[ -f /etc/apt/sources.list ]] && files+=(/etc/apt/sources.list)
-	shopt -s nullglob
-	files+=(/etc/apt/sources.list.d/*.list)
-	shopt -u nullglob
-	if ((${#files[@]} > 0)); then
-		awk -v suite="$SUITE" '
-			$1 != "deb" { next }
-			{
-				i = 2
-				if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-				uri = $i; s = $(i + 1); main = 0
-				for (j = i + 2; j <= NF; j++) if ($j == "main") main = 1
-				if (!main) next
-				if (s == suite) print 0, uri
-				else if (s !~ /[-\/]/) print 1, uri
-			}
-		' "${files[@]}"
-	fi
-}
-
-mirror_uri() {
-	if [[ -n ${SCALR_BACKUP_DEBIAN_MIRROR:-} ]]; then
-		printf '%s\n' "$SCALR_BACKUP_DEBIAN_MIRROR"
-		return
-	fi
-	find_mirror | awk '$2 ~ /^(https?|file):/' | sort -s -k1,1n | awk 'NR == 1 { print $2 }'
 }
 
 # --- building ----------------------------------------------------------------

@@ -19,33 +19,15 @@ set -euo pipefail
 RESTIC_GO_VERSION=0.18.1
 RESTIC_DEBIAN_VERSION=0.14 # the version bookworm ships (0.14.0)
 
-say() { printf '[test-setup] %s\n' "$*"; }
-die() {
-	printf '[test-setup] error: %s\n' "$*" >&2
-	exit 1
-}
+LOG_PREFIX=test-setup
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-if [[ -n "${SCALR_BACKUP_CACHE:-}" ]]; then
-	cache=$SCALR_BACKUP_CACHE
-elif [[ -n "${XDG_CACHE_HOME:-}" ]]; then
-	cache=$XDG_CACHE_HOME/scalr-backup
-else
-	cache=${HOME:?HOME is not set}/.cache/scalr-backup
-fi
+cache=$(cache_dir)
 say "tool cache: $cache"
 
-# as_root runs a command as root: directly when we are root, else via sudo.
-as_root() {
-	if [[ $(id -u) -eq 0 ]]; then
-		"$@"
-	elif command -v sudo >/dev/null 2>&1; then
-		sudo -n "$@"
-	else
-		die "need root (or sudo) to run: $*"
-	fi
-}
 
 # --- restic 0.14: Debian's package -----------------------------------------
 
@@ -81,21 +63,8 @@ if command -v promtool >/dev/null 2>&1; then
 	say "promtool is installed ($(promtool --version 2>&1 | head -n 1))"
 else
 	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: promtool comes from Debian's prometheus package"
-	export DEBIAN_FRONTEND=noninteractive
-	policy=/usr/sbin/policy-rc.d
-	own_policy=false
-	if [[ ! -e $policy ]]; then
-		as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
-		own_policy=true
-	fi
-	say "running apt-get update (promtool is not installed)"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
 	say "installing Debian package prometheus (for promtool; its service is not started)"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		-o Dpkg::Use-Pty=0 prometheus
-	if $own_policy; then
-		as_root rm -f "$policy"
-	fi
+	apt_install_no_service prometheus
 	command -v promtool >/dev/null 2>&1 || die "apt-get finished but promtool is not on PATH"
 fi
 
@@ -111,21 +80,8 @@ if [[ -x /usr/sbin/sshd ]] && command -v ssh >/dev/null 2>&1; then
 	say "sshd is installed ($(dpkg-query -W -f='${Version}' openssh-server 2>/dev/null || echo 'not from a package'))"
 else
 	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: sshd comes from Debian's openssh-server package"
-	export DEBIAN_FRONTEND=noninteractive
-	policy=/usr/sbin/policy-rc.d
-	own_policy=false
-	if [[ ! -e $policy ]]; then
-		as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
-		own_policy=true
-	fi
-	say "running apt-get update (sshd is not installed)"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
 	say "installing Debian package openssh-server (its service is not started)"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		-o Dpkg::Use-Pty=0 openssh-server
-	if $own_policy; then
-		as_root rm -f "$policy"
-	fi
+	apt_install_no_service openssh-server
 	[[ -x /usr/sbin/sshd ]] || die "apt-get finished but /usr/sbin/sshd is missing"
 	command -v ssh >/dev/null 2>&1 || die "apt-get finished but the ssh client is not on PATH"
 fi
