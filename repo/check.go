@@ -231,7 +231,7 @@ func ParseDataSubset(s string) (DataSubset, error) {
 		}
 		d.Percent = p
 	default:
-		n, err := checkParseByteSize(s)
+		n, err := parseByteSize(s)
 		if err != nil {
 			return d, invalid
 		}
@@ -243,7 +243,10 @@ func ParseDataSubset(s string) (DataSubset, error) {
 	return d, nil
 }
 
-func checkParseByteSize(s string) (int64, error) {
+// parseByteSize reads a byte count as restic's flags take it: a number
+// with an optional unit b, k, m, g or t (either case, powers of 1024).
+// check's --read-data-subset and prune's --max-unused use it.
+func parseByteSize(s string) (int64, error) {
 	num, unit := s, uint64(1)
 	switch s[len(s)-1] {
 	case 'b', 'B':

@@ -89,33 +89,11 @@ func maxUnusedFunc(s string) (func(used uint64) uint64, error) {
 	case s == "unlimited":
 		return func(uint64) uint64 { return math.MaxUint64 }, nil
 	}
-	n, err := parseBytes(s)
-	if err != nil {
-		return nil, fmt.Errorf("--max-unused %q: %w", s, err)
+	n, err := parseByteSize(s)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("--max-unused %q: want a byte count like 500M", s)
 	}
-	return func(uint64) uint64 { return n }, nil
-}
-
-func parseBytes(s string) (uint64, error) {
-	mult := uint64(1)
-	switch u := strings.ToUpper(s[len(s)-1:]); u {
-	case "K":
-		mult = 1 << 10
-	case "M":
-		mult = 1 << 20
-	case "G":
-		mult = 1 << 30
-	case "T":
-		mult = 1 << 40
-	}
-	if mult != 1 {
-		s = s[:len(s)-1]
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, errors.New("want a byte count like 500M")
-	}
-	return n * mult, nil
+	return func(uint64) uint64 { return uint64(n) }, nil
 }
 
 // packUsage is one pack's blobs and how many of them are needed.

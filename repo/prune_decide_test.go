@@ -99,3 +99,31 @@ func TestDecidePacks(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxUnused: --max-unused as restic reads it, sizes through the one
+// byte-size parser check's --read-data-subset uses too.
+func TestMaxUnused(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		used uint64
+		want uint64
+	}{
+		{"", 95, 5}, {"5%", 95, 5}, {"0%", 1000, 0}, {"50%", 1000, 1000},
+		{"unlimited", 1, math.MaxUint64},
+		{"500M", 1, 500 << 20}, {"1g", 1, 1 << 30}, {"2048", 7, 2048}, {"10b", 7, 10},
+	} {
+		f, err := maxUnusedFunc(tc.in)
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+			continue
+		}
+		if got := f(tc.used); got != tc.want {
+			t.Errorf("%q of %d used: %d, want %d", tc.in, tc.used, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"-1", "abc", "100%", "-5%", "5x", "99999999999T"} {
+		if _, err := maxUnusedFunc(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
