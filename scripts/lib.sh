@@ -11,6 +11,8 @@
 #                      follows the same rule)
 #   mirror_uri SUITE   the Debian mirror, read from this machine's apt
 #                      sources ($SCALR_BACKUP_DEBIAN_MIRROR overrides it)
+#   unmount_under DIR  unmount every mount point at or below DIR
+#   cleanup_build      remove $build_dir (unmounting first), for a trap
 #   go_install_cached MODULE VERSION PKG DIR
 #                      `go install PKG@vVERSION` into DIR, unless the binary
 #                      there was built from MODULE at VERSION already
@@ -166,4 +168,25 @@ go_install_cached() {
 	rm -rf "$build_dir"
 	go_built_from "$dir/$name" "$module" "$version" || die "$dir/$name was not built from $module v$version"
 	say "installed $dir/$name"
+}
+
+# unmount_under DIR unmounts every mount point at or below DIR, deepest
+# first (a chroot build mounts /proc and friends).
+unmount_under() {
+	local dir m
+	dir=$(realpath -m "$1")
+	awk '{ print $5 }' /proc/self/mountinfo | sed 's/\\040/ /g' |
+		awk -v d="$dir" 'index($0, d "/") == 1 || $0 == d' | sort -r |
+		while IFS= read -r m; do
+			as_root umount -l "$m" 2>/dev/null || true
+		done
+}
+
+# cleanup_build removes the image scripts' $build_dir, unmounting first;
+# --one-file-system never follows a mount that survived into the host.
+build_dir=
+cleanup_build() {
+	[[ -n $build_dir && -d $build_dir ]] || return 0
+	unmount_under "$build_dir"
+	as_root rm -rf --one-file-system "$build_dir"
 }

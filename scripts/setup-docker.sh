@@ -236,25 +236,6 @@ have_image() {
 	[[ -s $tarball && -f $tarball.recipe && $(cat "$tarball.recipe") == "$recipe" ]]
 }
 
-# unmount_under unmounts every mount point at or below $1, deepest first.
-unmount_under() {
-	local dir m
-	dir=$(realpath -m "$1")
-	awk '{ print $5 }' /proc/self/mountinfo | sed 's/\\040/ /g' |
-		awk -v d="$dir" 'index($0, d "/") == 1 || $0 == d' | sort -r |
-		while IFS= read -r m; do
-			as_root umount -l "$m" 2>/dev/null || true
-		done
-}
-
-build_dir=
-cleanup_build() {
-	[[ -n $build_dir && -d $build_dir ]] || return 0
-	unmount_under "$build_dir"
-	# --one-file-system: never follow a mount that survived into the host.
-	as_root rm -rf --one-file-system "$build_dir"
-}
-
 build_image() {
 	[[ $(id -u) -eq 0 ]] || die "building the image needs root (debootstrap, chroot)"
 	local mirror keyring rootfs debs start end

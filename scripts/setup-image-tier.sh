@@ -124,23 +124,6 @@ debian_changes() {
 
 # --- building ----------------------------------------------------------------
 
-unmount_under() {
-	local dir m
-	dir=$(realpath -m "$1")
-	awk '{ print $5 }' /proc/self/mountinfo | sed 's/\\040/ /g' |
-		awk -v d="$dir" 'index($0, d "/") == 1 || $0 == d' | sort -r |
-		while IFS= read -r m; do
-			as_root umount -l "$m" 2>/dev/null || true
-		done
-}
-
-build_dir=
-cleanup_build() {
-	[[ -n $build_dir && -d $build_dir ]] || return 0
-	unmount_under "$build_dir"
-	rm -rf --one-file-system "$build_dir"
-}
-
 # write_tar ROOTFS TARBALL CHANGES RECIPE: the tarball, its .changes and its
 # .recipe, each through a temporary file and a rename.
 write_tar() {
