@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -908,18 +909,14 @@ func (c *checkRun) readData(ctx context.Context, packs []ID, msg string) error {
 		mu   sync.Mutex
 		done int
 	)
-	bufs := make(chan *bytes.Buffer, c.opts.Workers)
+	bufs := make(chan *packReadBuf, c.opts.Workers)
 	for i := 0; i < c.opts.Workers; i++ {
-		bufs <- new(bytes.Buffer)
+		bufs <- &packReadBuf{}
 	}
 	err := forEachParallel(ctx, todo, c.opts.Workers, func(ctx context.Context, id ID) error {
 		buf := <-bufs
 		defer func() { bufs <- buf }()
 		n := c.readPack(ctx, id, buf)
-		if buf.Cap() > 32<<20 {
-			// Keep an unusually large buffer only for the pack that needed it.
-			*buf = bytes.Buffer{}
-		}
 		mu.Lock()
 		done++
 		d := done
@@ -932,9 +929,129 @@ func (c *checkRun) readData(ctx context.Context, packs []ID, msg string) error {
 	return err
 }
 
-// readPack downloads pack id once into buf, hashing as it reads, and
-// verifies it against the index. It returns the bytes read.
-func (c *checkRun) readPack(ctx context.Context, id ID, buf *bytes.Buffer) int64 {
+// packReadBuf is one read-data worker's reusable state: a small read
+// buffer for streaming a pack, and the tail (header) of the last pack.
+type packReadBuf struct {
+	rd   *bufio.Reader
+	tail bytes.Buffer
+}
+
+// checkStreamBuffer is the read buffer of a streamed pack: large enough
+// for few reads per blob, small beside a whole pack.
+const checkStreamBuffer = 256 << 10
+
+// readPack downloads pack id and verifies it against the index, returning
+// the bytes read. A healthy pack is verified as it streams by, one blob at
+// a time, so a worker holds about one blob instead of the whole pack (the
+// cause of check's memory being twice restic's). A pack the stream finds
+// anything wrong with is downloaded again whole and examined by
+// readPackWhole, which explains every problem; damage is rare, so that
+// second download costs nothing on a healthy repository.
+func (c *checkRun) readPack(ctx context.Context, id ID, buf *packReadBuf) int64 {
+	entries := c.packs[id]
+	if n, ok := c.streamPack(ctx, id, entries, buf); ok || ctx.Err() != nil {
+		return n
+	}
+	var whole bytes.Buffer
+	return c.readPackWhole(ctx, id, &whole)
+}
+
+// streamPack reads pack id once from start to end, hashing it, verifying
+// each indexed blob as it passes and decoding the header at the end. It
+// reports ok only if the pack is exactly what the index describes; any
+// doubt (a read error, a bad blob, a header that differs, an odd layout)
+// is !ok, for readPackWhole to explain.
+func (c *checkRun) streamPack(ctx context.Context, id ID, entries []Blob, buf *packReadBuf) (int64, bool) {
+	var end uint64
+	for _, b := range entries {
+		if uint64(b.Offset) != end {
+			return 0, false // readPackWhole reports the layout
+		}
+		end += uint64(b.Length)
+	}
+	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+	rd, err := c.r.be.Load(ctx, h, 0, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer rd.Close()
+	hasher := sha256.New()
+	counted := &countingReader{r: io.TeeReader(rd, hasher)}
+	if buf.rd == nil {
+		buf.rd = bufio.NewReaderSize(counted, checkStreamBuffer)
+	} else {
+		buf.rd.Reset(counted)
+	}
+	defer buf.rd.Reset(nil)
+	for _, b := range entries {
+		if ctx.Err() != nil {
+			return counted.n, false
+		}
+		if !c.streamBlob(buf.rd, b) {
+			return counted.n, false
+		}
+	}
+	// The rest is the sealed header and its length; anything longer than a
+	// valid header can be is left for readPackWhole to report.
+	buf.tail.Reset()
+	if _, err := buf.tail.ReadFrom(io.LimitReader(buf.rd, maxHeaderSize+4+1)); err != nil {
+		return counted.n, false
+	}
+	tail := buf.tail.Bytes()
+	if buf.tail.Cap() > 1<<20 {
+		buf.tail = bytes.Buffer{}
+	}
+	size := int64(end) + int64(len(tail))
+	var got ID
+	hasher.Sum(got[:0])
+	if got != id || len(tail) < 4 || len(tail) > maxHeaderSize+4 {
+		return counted.n, false
+	}
+	hdrLen, err := parseHeaderLength(tail[len(tail)-4:], size)
+	if err != nil || hdrLen+4 != int64(len(tail)) {
+		return counted.n, false
+	}
+	header, err := openHeader(c.r.key, tail[:hdrLen], size)
+	if err != nil || len(header) != len(entries) {
+		return counted.n, false
+	}
+	for i := range header {
+		if header[i] != entries[i] {
+			return counted.n, false
+		}
+	}
+	return counted.n, true
+}
+
+// streamBlob reads blob b from rd into a pooled buffer and verifies it.
+func (c *checkRun) streamBlob(rd io.Reader, b Blob) bool {
+	if b.Length > maxCheckedPack {
+		return false // a damaged entry must not size a buffer
+	}
+	sealed := c.r.getBuf(int(b.Length))[:b.Length]
+	defer c.r.putBuf(sealed)
+	if _, err := io.ReadFull(rd, sealed); err != nil {
+		return false
+	}
+	return checkVerifyBlob(c.r, b, sealed) == nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (cr *countingReader) Read(p []byte) (int, error) {
+	n, err := cr.r.Read(p)
+	cr.n += int64(n)
+	return n, err
+}
+
+// readPackWhole downloads pack id once into buf, hashing as it reads, and
+// verifies it against the index, reporting every problem. It returns the
+// bytes read.
+func (c *checkRun) readPackWhole(ctx context.Context, id ID, buf *bytes.Buffer) int64 {
 	obj := checkPackObject(id)
 	pv := &packVerifier{r: c.r}
 	defer func() {
@@ -1092,20 +1209,31 @@ func checkDescribeEntry(b Blob) string {
 }
 
 // checkVerifyBlob authenticates, decrypts, decompresses and hashes one blob.
+// Its buffers come from the repository's pool: a read-data pass opens
+// every blob, and fresh buffers per blob were most of check's garbage.
 func checkVerifyBlob(r *Repository, b Blob, sealed []byte) error {
-	plain, err := r.key.Open(nil, sealed)
+	plain, err := r.key.Open(r.getBuf(len(sealed)), sealed)
 	if err != nil {
 		return fmt.Errorf("decrypt: %w", err)
 	}
+	defer func() { r.putBuf(plain) }()
 	if b.IsCompressed() {
-		out, err := r.dec.DecodeAll(plain, nil)
+		// The length comes from the index or a header, which may be
+		// damaged: only a plausible one sizes the buffer up front.
+		var dst []byte
+		if b.UncompressedLength <= pooledBufSize {
+			dst = r.getBuf(int(b.UncompressedLength))
+		}
+		out, err := r.dec.DecodeAll(plain, dst)
 		if err != nil {
+			r.putBuf(dst)
 			return fmt.Errorf("decompress: %w", err)
 		}
+		r.putBuf(plain)
+		plain = out
 		if uint32(len(out)) != b.UncompressedLength {
 			return fmt.Errorf("decompressed to %d bytes, the entry says %d", len(out), b.UncompressedLength)
 		}
-		plain = out
 	}
 	if got := Hash(plain); got != b.ID {
 		return fmt.Errorf("content hash is %s", got)
