@@ -15,8 +15,8 @@ import (
 
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/backend/mem"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 const testPassword = "test password"
@@ -32,7 +32,7 @@ func newTestRepo(t *testing.T) *testRepo {
 	t.Helper()
 	be := mem.New()
 	r, err := repo.Init(context.Background(), be, testPassword,
-		repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+		repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,9 +18,9 @@ import (
 
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/backend/open"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 func TestPassExtendsRetention(t *testing.T) {
@@ -37,7 +37,7 @@ func TestPassExtendsRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer o.Close()
-	r, err := repo.Init(ctx, o, "secret", repo.InitOptions{Version: 2, KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	r, err := repo.Init(ctx, o, "secret", repo.InitOptions{Version: 2, KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

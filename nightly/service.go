@@ -103,13 +103,7 @@ func (s *Service) open(ctx context.Context) (*repo.Repository, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return r, func() {
-		be := r.Backend()
-		_ = r.Close()
-		if be != nil {
-			_ = be.Close()
-		}
-	}, nil
+	return r, func() { _ = r.Close() }, nil
 }
 
 // RunPass runs one pass end to end: healthcheck start ping, open, Pass,

@@ -24,8 +24,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/scalr-platform/scalr-backup/backend/mem"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 // fakeDocker implements Docker in memory. Execs run handler, which gets
@@ -591,7 +591,7 @@ func contains(list []string, s string) bool {
 // memRepo is a repository in memory with cheap key derivation.
 func memRepo(t *testing.T) *repo.Repository {
 	t.Helper()
-	r, err := repo.Init(context.Background(), mem.New(), "test password", repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	r, err := repo.Init(context.Background(), mem.New(), "test password", repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,9 +28,9 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/scalr-platform/scalr-backup/backend/local"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.RunWithServices(m)) }
@@ -131,7 +131,7 @@ func TestPostgresIntegration(t *testing.T) {
 	}
 	defer fx.dc.Close()
 	fx.repoD = filepath.Join(t.TempDir(), "repo")
-	fx.r, err = repo.Init(ctx, local.New(fx.repoD), itPassword, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	fx.r, err = repo.Init(ctx, local.New(fx.repoD), itPassword, repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,9 @@ import (
 	"time"
 
 	"github.com/scalr-platform/scalr-backup/backend/local"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 // probeExtension is a test extension installed by hand into a container's
@@ -70,7 +70,7 @@ func TestSafeRestore(t *testing.T) {
 	}
 	defer dc.Close()
 	repoDir := filepath.Join(t.TempDir(), "repo")
-	r, err := repo.Init(ctx, local.New(repoDir), itPassword, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	r, err := repo.Init(ctx, local.New(repoDir), itPassword, repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ INSERT INTO bulk SELECT i, repeat(md5(i::text), 6) FROM generate_series(1, 20000
 		t.Fatal(err)
 	}
 	defer dc.Close()
-	r, err := repo.Init(ctx, local.New(filepath.Join(t.TempDir(), "repo")), itPassword, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	r, err := repo.Init(ctx, local.New(filepath.Join(t.TempDir(), "repo")), itPassword, repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

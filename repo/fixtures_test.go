@@ -227,7 +227,7 @@ func checkFixturePacks(t *testing.T, r *Repository) {
 			t.Errorf("pack %s: %v", id.Str(), err)
 			continue
 		}
-		hdr, err := ReadPackHeader(ctx, r.Backend(), r.key, id, fi.Size)
+		hdr, err := readPackHeader(ctx, r.Backend(), r.key, id, fi.Size)
 		if err != nil {
 			t.Errorf("pack %s: header: %v", id.Str(), err)
 			continue

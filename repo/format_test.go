@@ -315,7 +315,7 @@ func TestPackRoundTrip(t *testing.T) {
 				t.Fatal("stored pack differs")
 			}
 			loads := countLoads(be)
-			blobs, err := ReadPackHeader(ctx, be, key, fp.id, int64(len(fp.data)))
+			blobs, err := readPackHeader(ctx, be, key, fp.id, int64(len(fp.data)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -420,7 +420,7 @@ func TestReadPackHeaderDamage(t *testing.T) {
 			t.Run(fmt.Sprintf("%d/%s", n, cname), func(t *testing.T) {
 				be := mem.New()
 				be.Put(packHandle(fp.id), data)
-				blobs, err := ReadPackHeader(ctx, be, key, fp.id, int64(len(data)))
+				blobs, err := readPackHeader(ctx, be, key, fp.id, int64(len(data)))
 				if err == nil {
 					t.Fatalf("accepted: %d blobs", len(blobs))
 				}
@@ -439,11 +439,11 @@ func TestReadPackHeaderWrongSize(t *testing.T) {
 	be := mem.New()
 	be.Put(packHandle(fp.id), fp.data)
 	for _, size := range []int64{-1, 0, 1, 68, 69, int64(len(fp.data)) - 1, int64(len(fp.data)) + 1, int64(len(fp.data)) * 2, 1 << 40} {
-		if _, err := ReadPackHeader(ctx, be, key, fp.id, size); err == nil {
+		if _, err := readPackHeader(ctx, be, key, fp.id, size); err == nil {
 			t.Errorf("size %d accepted", size)
 		}
 	}
-	if _, err := ReadPackHeader(ctx, be, key, seqID(9), int64(len(fp.data))); !errors.Is(err, backend.ErrNotExist) {
+	if _, err := readPackHeader(ctx, be, key, seqID(9), int64(len(fp.data))); !errors.Is(err, backend.ErrNotExist) {
 		t.Errorf("missing pack: %v", err)
 	}
 }
@@ -779,7 +779,7 @@ func TestWriterIndexMatchesHeaders(t *testing.T) {
 				if !ok {
 					t.Fatalf("indexed pack %s not stored", pack.Str())
 				}
-				hdr, err := ReadPackHeader(ctx, be, r2.key, pack, size)
+				hdr, err := readPackHeader(ctx, be, r2.key, pack, size)
 				if err != nil {
 					t.Fatal(err)
 				}

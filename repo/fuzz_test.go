@@ -110,7 +110,7 @@ func FuzzReadPackHeader(f *testing.F) {
 		if sizeDelta%7 == 1 { // sometimes ask for a wrong size
 			size += sizeDelta
 		}
-		blobs, err := ReadPackHeader(context.Background(), be, key, id, size)
+		blobs, err := readPackHeader(context.Background(), be, key, id, size)
 		if err != nil {
 			var ce *CorruptError
 			if size == int64(len(data)) && !errors.As(err, &ce) {
@@ -252,7 +252,7 @@ func FuzzDecodeTree(f *testing.F) {
 // re-encodes to an accepted key file and, for cheap parameters, can be
 // tried with a password without panicking.
 func FuzzParseKeyFile(f *testing.F) {
-	r, err := Init(context.Background(), mem.New(), "pw", InitOptions{KDF: &crypto.Params{N: 16, R: 1, P: 1}, Username: "u", Hostname: "h"}, Options{})
+	r, err := Init(context.Background(), mem.New(), "pw", InitOptions{KDF: &KDFParams{N: 16, R: 1, P: 1}, Username: "u", Hostname: "h"}, Options{})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func FuzzParseKeyFile(f *testing.F) {
 // (sealed with the right key, so the MAC passes) is either returned as JSON,
 // decompressed, or rejected, never a panic.
 func FuzzOpenUnpacked(f *testing.F) {
-	r, err := Init(context.Background(), mem.New(), "pw", InitOptions{KDF: &crypto.Params{N: 16, R: 1, P: 1}}, Options{})
+	r, err := Init(context.Background(), mem.New(), "pw", InitOptions{KDF: &KDFParams{N: 16, R: 1, P: 1}}, Options{})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -193,17 +193,28 @@ func (r *Repository) addKey(ctx context.Context, password string, p crypto.Param
 	return id, nil
 }
 
+// KDFParams are scrypt's cost parameters for a new key file: N (a power
+// of two), R and P, as the key file records them.
+type KDFParams struct {
+	N, R, P int
+}
+
+// params are p's scrypt parameters, or, for nil, parameters calibrated on
+// this machine (as restic calibrates them: about half a second).
+func (p *KDFParams) params() crypto.Params {
+	if p == nil {
+		return crypto.Calibrate(kdfTarget, kdfMemory)
+	}
+	return crypto.Params{N: p.N, R: p.R, P: p.P}
+}
+
 // AddKey adds a key file for password, calibrating scrypt (or using kdf if
 // non-nil), and returns its ID.
-func (r *Repository) AddKey(ctx context.Context, password string, kdf *crypto.Params, username, hostname string) (ID, error) {
+func (r *Repository) AddKey(ctx context.Context, password string, kdf *KDFParams, username, hostname string) (ID, error) {
 	if password == "" {
 		return ID{}, errors.New("add key: empty password")
 	}
-	p := crypto.Calibrate(kdfTarget, kdfMemory)
-	if kdf != nil {
-		p = *kdf
-	}
-	return r.addKey(ctx, password, p, username, hostname)
+	return r.addKey(ctx, password, kdf.params(), username, hostname)
 }
 
 // KeyInfo describes one key file for listing.

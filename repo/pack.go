@@ -214,10 +214,17 @@ func (s *packSource) MD5() []byte {
 	return s.f.md5
 }
 
-// ReadPackHeader loads and decodes the header of pack id, which has size
+// ReadPackHeader lists the blobs pack id (of size bytes, as its storage
+// listing says) holds, read from its encrypted header rather than the
+// index: what restic's "list blobs" and a repair rely on.
+func (r *Repository) ReadPackHeader(ctx context.Context, id ID, size int64) ([]Blob, error) {
+	return readPackHeader(ctx, r.be, r.key, id, size)
+}
+
+// readPackHeader loads and decodes the header of pack id, which has size
 // bytes, with one ranged load in the common case. It checks the size
 // formula, so a truncated or padded pack is reported.
-func ReadPackHeader(ctx context.Context, be backend.Backend, key *crypto.Key, id ID, size int64) ([]Blob, error) {
+func readPackHeader(ctx context.Context, be backend.Backend, key *crypto.Key, id ID, size int64) ([]Blob, error) {
 	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
 	name := h.String()
 	if size < crypto.Overhead+4+plainEntrySize {

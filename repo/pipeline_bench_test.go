@@ -25,11 +25,10 @@ import (
 
 	"github.com/scalr-platform/scalr-backup/backend/mem"
 	"github.com/scalr-platform/scalr-backup/internal/bench"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 )
 
 // benchKDF keeps key derivation out of the figures.
-var benchKDF = &crypto.Params{N: 1024, R: 8, P: 1}
+var benchKDF = &KDFParams{N: 1024, R: 8, P: 1}
 
 func benchRepo(b *testing.B, opts Options) *Repository {
 	b.Helper()

@@ -169,7 +169,7 @@ func (r *Repository) readHeaders(ctx context.Context, packs map[ID]int64) (found
 	found, bad = map[ID][]Blob{}, map[ID]error{}
 	var mu sync.Mutex
 	err = forEachParallel(ctx, checkSortedIDs(packs), 8, func(ctx context.Context, id ID) error {
-		blobs, err := ReadPackHeader(ctx, r.be, r.key, id, packs[id])
+		blobs, err := readPackHeader(ctx, r.be, r.key, id, packs[id])
 		mu.Lock()
 		defer mu.Unlock()
 		switch {

@@ -178,7 +178,7 @@ func (r *Repository) repairDescribePacks(ctx context.Context, known map[ID][]Blo
 	}
 	say("reading the headers of %d packs", len(toRead))
 	for i, id := range toRead {
-		bs, err := ReadPackHeader(ctx, r.be, r.key, id, stored[id])
+		bs, err := readPackHeader(ctx, r.be, r.key, id, stored[id])
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, context.Cause(ctx)

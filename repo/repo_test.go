@@ -12,11 +12,10 @@ import (
 
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/backend/mem"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 )
 
 // testKDF keeps unit tests fast; production keys are calibrated.
-var testKDF = &crypto.Params{N: 1024, R: 8, P: 1}
+var testKDF = &KDFParams{N: 1024, R: 8, P: 1}
 
 func newTestRepo(t *testing.T, version uint, opts Options) (*Repository, *mem.Backend) {
 	t.Helper()

@@ -135,8 +135,8 @@ type InitOptions struct {
 	// Version is 1 or 2 (0 means 2).
 	Version uint
 	// KDF overrides scrypt calibration. Tests use small values to save
-	// time; production repositories leave it nil.
-	KDF *crypto.Params
+	// time (repotest.FastKDF); production repositories leave it nil.
+	KDF *KDFParams
 	// Username and Hostname are recorded in the first key file (defaults:
 	// the current user and host).
 	Username, Hostname string
@@ -181,11 +181,7 @@ func Init(ctx context.Context, be backend.Backend, password string, io InitOptio
 	if err != nil {
 		return nil, err
 	}
-	params := crypto.Calibrate(kdfTarget, kdfMemory)
-	if io.KDF != nil {
-		params = *io.KDF
-	}
-	keyID, err := r.addKey(ctx, password, params, io.Username, io.Hostname)
+	keyID, err := r.addKey(ctx, password, io.KDF.params(), io.Username, io.Hostname)
 	if err != nil {
 		return nil, fmt.Errorf("init: %w", err)
 	}
@@ -280,10 +276,17 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 	return &Repository{be: be, key: key, cfg: cfg, opts: opts, enc: enc, dec: dec}, nil
 }
 
-// Close releases the compressors. The backend is the caller's to close.
+// Close releases the compressors and closes the backend: from a
+// successful Open or Init on, the repository owns it. (Backends close
+// idempotently, so a caller's own deferred Close of the backend is
+// harmless.)
 func (r *Repository) Close() error {
 	r.dec.Close()
-	return r.enc.Close()
+	err := r.enc.Close()
+	if berr := r.be.Close(); err == nil && berr != nil {
+		err = fmt.Errorf("close %s: %w", r.be.Location(), berr)
+	}
+	return err
 }
 
 // Backend returns the storage the repository lives in.

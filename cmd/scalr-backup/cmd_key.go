@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repoenv"
 )
 
 func isNotFound(err error) bool {
@@ -92,7 +93,7 @@ func (a *app) keyAddCommand() *cobra.Command {
 			if newPasswordFile == "" {
 				return errors.New("key add: give the new password with --new-password-file")
 			}
-			pw, err := readPasswordFile(newPasswordFile)
+			pw, err := repoenv.ReadPasswordFile(newPasswordFile)
 			if err != nil {
 				return fmt.Errorf("new password: %w", err)
 			}

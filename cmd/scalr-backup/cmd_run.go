@@ -3,26 +3,23 @@ package main
 // The nightly service's commands: run (one pass) and daemon (passes on a
 // schedule); cmd_daemon.go has the daemon. The work is in package nightly;
 // this file reads the configuration, opens the repository and wires
-// nightly's Discoverer, BackupFunc and DrillFunc to pgstream
-// (nightlyDeps, the one place that knows both).
+// nightly's Discoverer, BackupFunc and DrillFunc to the Postgres
+// containers through package pgnightly.
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
-	"github.com/docker/docker/client"
 	"github.com/spf13/cobra"
 
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/nightly"
-	"github.com/scalr-platform/scalr-backup/pgstream"
+	"github.com/scalr-platform/scalr-backup/pgnightly"
 	"github.com/scalr-platform/scalr-backup/repo"
 )
 
@@ -90,62 +87,26 @@ func (a *app) nightlyLogger(cfg nightly.Config) *slog.Logger {
 }
 
 // nightlyOpener returns the Service's Open: the repository from the usual
-// flags and environment, opened afresh for each pass; with cfg.Init it is
-// created when missing. Lock conflicts are retried for --retry-lock, else
-// SCALR_BACKUP_RETRY_LOCK.
+// flags and environment (repoenv), opened afresh for each pass; with
+// cfg.Init it is created when missing. Lock conflicts are retried for
+// --retry-lock, else SCALR_BACKUP_RETRY_LOCK. A failed open reports the
+// requests it made, its retries too.
 func (a *app) nightlyOpener(cfg nightly.Config, log *slog.Logger) func(ctx context.Context) (*repo.Repository, error) {
 	return func(ctx context.Context) (*repo.Repository, error) {
-		opts, err := a.repoOptions()
+		s := a.settings(openPrompt)
+		if s.LockRetry == 0 {
+			s.LockRetry = cfg.RetryLock
+		}
+		o, err := s.OpenOrInit(ctx, cfg.Init)
 		if err != nil {
-			return nil, err
+			return nil, nightly.WithRequests(err, o.Requests)
 		}
-		if opts.LockRetry == 0 {
-			opts.LockRetry = cfg.RetryLock
+		if o.Created {
+			log.Warn("created a new repository: keep its password safe, losing it loses every backup in it",
+				"repository", o.Repo.Backend().Location(), "id", o.Repo.Config().ID[:10])
 		}
-		if _, err := a.location(); err != nil {
-			return nil, err
-		}
-		pw, err := a.password(ctx, "enter password for repository: ")
-		if err != nil {
-			return nil, err
-		}
-		// A failed open reports the requests it made (its retries too).
-		var spent backend.Counts
-		be, err := a.openBackend(ctx, false)
-		if err == nil {
-			var r *repo.Repository
-			r, err = repo.Open(ctx, be, pw, opts)
-			if err == nil {
-				return r, nil
-			}
-			spent = requestsOf(be)
-			_ = be.Close()
-		}
-		if !cfg.Init || !errors.Is(err, backend.ErrNoRepository) {
-			return nil, nightly.WithRequests(err, spent)
-		}
-		be, err = a.openBackend(ctx, true)
-		if err != nil {
-			return nil, nightly.WithRequests(err, spent)
-		}
-		r, err := repo.Init(ctx, be, pw, repo.InitOptions{}, opts)
-		if err != nil {
-			spent = spent.Add(requestsOf(be))
-			_ = be.Close()
-			return nil, nightly.WithRequests(err, spent)
-		}
-		log.Warn("created a new repository: keep its password safe, losing it loses every backup in it",
-			"repository", be.Location(), "id", r.Config().ID[:10])
-		return r, nil
+		return o.Repo, nil
 	}
-}
-
-// requestsOf is what be's request counter has seen (nothing without one).
-func requestsOf(be backend.Backend) backend.Counts {
-	if c := nightly.CountingOf(be); c != nil {
-		return c.Snapshot()
-	}
-	return backend.Counts{}
 }
 
 // logRetries sends the storage retries to log, one warning each, with the
@@ -169,112 +130,20 @@ type nightlyWiring struct {
 	close    func()
 }
 
-// nightlyDeps wires the nightly service to pgstream: discovery of the
-// Postgres containers (SCALR_BACKUP_PATTERNS / --pattern, labels,
-// SCALR_BACKUP_ALL_DATABASES), pgstream.BackupContainer for each, and
-// pgstream.Drill. The Docker engine (DOCKER_HOST, else the local socket)
-// is connected on first use and reconnected after a failed connect, so a
-// daemon started before the engine, or across an engine restart, recovers
-// by itself. This is the one place that knows both packages.
+// nightlyDeps wires the nightly service to the Postgres containers
+// (package pgnightly: discovery by SCALR_BACKUP_PATTERNS / --pattern,
+// labels and SCALR_BACKUP_ALL_DATABASES, pg_dump backups, the drill).
 func (a *app) nightlyDeps(_ context.Context, cfg nightly.Config, log *slog.Logger) (nightlyWiring, error) {
-	w := &pgWiring{a: a, cfg: cfg, log: log, progressEvery: a.logProgressEvery()}
+	w := pgnightly.New(cfg, pgnightly.Options{
+		Getenv: a.getenv, Logger: log, ProgressEvery: a.logProgressEvery(),
+		ProgramVersion: "scalr-backup " + version(),
+	})
 	return nightlyWiring{
-		discover: nightly.DiscoverFunc(w.discover),
-		backup:   w.backup,
-		drill:    w.drill,
-		close:    w.close,
+		discover: w,
+		backup:   w.Backup,
+		drill:    w.Drill,
+		close:    func() { _ = w.Close() },
 	}, nil
-}
-
-type pgWiring struct {
-	a   *app
-	cfg nightly.Config
-	log *slog.Logger
-	// progressEvery is the interval of the "backup progress" log lines.
-	progressEvery time.Duration
-
-	mu     sync.Mutex
-	docker *client.Client
-}
-
-func (w *pgWiring) client(ctx context.Context) (pgstream.Docker, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.docker != nil {
-		return w.docker, nil
-	}
-	d, err := w.a.connectDocker(ctx)
-	if err != nil {
-		return nil, err
-	}
-	w.docker = d
-	return d, nil
-}
-
-func (w *pgWiring) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.docker != nil {
-		_ = w.docker.Close()
-		w.docker = nil
-	}
-}
-
-func (w *pgWiring) warn(s string) { w.log.Warn(s) }
-
-func (w *pgWiring) discover(ctx context.Context) ([]nightly.Target, error) {
-	d, err := w.client(ctx)
-	if err != nil {
-		return nil, err
-	}
-	found, err := pgstream.Discover(ctx, d, pgstream.Options{Patterns: w.cfg.Patterns, Databases: w.cfg.Databases, Warn: w.warn})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]nightly.Target, len(found))
-	for i, t := range found {
-		out[i] = nightly.Target{Name: t.Container, Detail: t, Problem: t.Problem}
-	}
-	return out, nil
-}
-
-func (w *pgWiring) backup(ctx context.Context, r *repo.Repository, t nightly.Target) (nightly.BackupResult, error) {
-	pt, ok := t.Detail.(pgstream.Target)
-	if !ok {
-		return nightly.BackupResult{}, fmt.Errorf("container %s: not found by discovery", t.Name)
-	}
-	d, err := w.client(ctx)
-	if err != nil {
-		return nightly.BackupResult{}, err
-	}
-	pl := nightly.StartProgressLog(w.log, t.Name, w.progressEvery)
-	defer pl.Stop()
-	res, err := pgstream.BackupContainer(ctx, d, r, pt, pgstream.BackupOptions{
-		Hostname: w.cfg.Host, ProgramVersion: "scalr-backup " + version(),
-		Progress: func(p repo.BackupProgress) { pl.Update(p.File, p.TotalBytesRead, p.Stats.DataAdded) },
-	})
-	if err != nil {
-		return nightly.BackupResult{}, err
-	}
-	out := nightly.BackupResult{SnapshotID: res.SnapshotID, BytesAdded: res.Stats.DataAdded, BytesStored: res.Stats.DataAddedPacked}
-	if res.Snapshot != nil && res.Snapshot.Summary != nil {
-		out.BytesRead = res.Snapshot.Summary.TotalBytesProcessed
-	}
-	return out, nil
-}
-
-func (w *pgWiring) drill(ctx context.Context, r *repo.Repository, t nightly.Target) (nightly.DrillResult, error) {
-	d, err := w.client(ctx)
-	if err != nil {
-		return nightly.DrillResult{}, err
-	}
-	res, err := pgstream.Drill(ctx, d, r, t.Name, pgstream.DrillOptions{
-		Hostname: w.cfg.Host, ProgramVersion: "scalr-backup " + version(), Warn: w.warn,
-	})
-	if res == nil {
-		return nightly.DrillResult{}, err
-	}
-	return nightly.DrillResult{Snapshot: res.Snapshot, RecordID: res.RecordID}, err
 }
 
 // nightlyService builds the Service of a run or a daemon.

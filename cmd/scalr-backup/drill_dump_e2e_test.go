@@ -30,10 +30,10 @@ import (
 	"time"
 
 	"github.com/scalr-platform/scalr-backup/backend/local"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 	"github.com/scalr-platform/scalr-backup/pgstream"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 func TestDrillLeavesDumpLatestAndHostIdentity(t *testing.T) {
@@ -57,7 +57,7 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20000) i;`)
 	var runBoth func(t *testing.T, env []string, stdin io.Reader, args ...string) (stdout, stderr []byte)
 	dir := filepath.Join(t.TempDir(), "repo")
 	pw := "drill dump " + e2eRandHex(t, 8)
-	r, err := repo.Init(ctx, local.New(dir), pw, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	r, err := repo.Init(ctx, local.New(dir), pw, repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/scalr-platform/scalr-backup/backend/local"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 const testPassword = "correct horse battery staple"
@@ -42,7 +42,7 @@ func runCLI(t *testing.T, env map[string]string, stdin io.Reader, args ...string
 func newRepoEnv(t *testing.T, version uint) map[string]string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "repo")
-	r, err := repo.Init(context.Background(), local.New(dir), testPassword, repo.InitOptions{Version: version, KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	r, err := repo.Init(context.Background(), local.New(dir), testPassword, repo.InitOptions{Version: version, KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

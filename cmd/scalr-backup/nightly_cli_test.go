@@ -19,10 +19,10 @@ import (
 
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/backend/local"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/nightly"
 	"github.com/scalr-platform/scalr-backup/pgstream"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 const nightlyTestPassword = "nightly test password"
@@ -33,7 +33,7 @@ func nightlyEnv(t *testing.T) map[string]string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "repo")
 	r, err := repo.Init(context.Background(), local.New(dir), nightlyTestPassword,
-		repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+		repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

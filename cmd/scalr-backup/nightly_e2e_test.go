@@ -53,10 +53,10 @@ import (
 
 	"github.com/scalr-platform/scalr-backup/backend/local"
 	"github.com/scalr-platform/scalr-backup/backend/open"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 	"github.com/scalr-platform/scalr-backup/nightly"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 const (
@@ -237,7 +237,7 @@ func (fx *e2eFixture) newRepo(t *testing.T, label string, create bool) *e2eRepo 
 		if err != nil {
 			t.Fatal(err)
 		}
-		rp, err := repo.Init(ctx, be, r.pw, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+		rp, err := repo.Init(ctx, be, r.pw, repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -883,7 +883,7 @@ func (fx *e2eFixture) resticKeeps(t *testing.T, times map[string][]time.Time, po
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "oracle")
 	pw := "oracle " + e2eRandHex(t, 8)
-	r, err := repo.Init(ctx, local.New(dir), pw, repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	r, err := repo.Init(ctx, local.New(dir), pw, repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
+	"github.com/scalr-platform/scalr-backup/repoenv"
 )
 
 // passwordFiles are password files restic reads in its own way: the whole
@@ -29,37 +30,19 @@ var passwordFiles = []struct {
 	{"no-newline", []byte("pw-bare"), "pw-bare"},
 }
 
+// TestPasswordFileBytes reads each file through repoenv.ReadPasswordFile,
+// as every command does.
 func TestPasswordFileBytes(t *testing.T) {
+	dir := t.TempDir()
 	for _, c := range passwordFiles {
-		got, err := passwordFromFileBytes(c.content)
+		file := filepath.Join(dir, c.name)
+		if err := os.WriteFile(file, c.content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := repoenv.ReadPasswordFile(file)
 		if err != nil || got != c.want {
 			t.Errorf("%s: %q %v, want %q", c.name, got, err, c.want)
 		}
-	}
-}
-
-func TestPasswordSources(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "pw")
-	if err := os.WriteFile(file, []byte("  from file \n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"RESTIC_PASSWORD": "  from env  "}
-	a := &app{getenv: func(k string) string { return env[k] }, stderr: os.Stderr}
-	if pw, err := a.password(t.Context(), ""); err != nil || pw != "  from env  " {
-		t.Errorf("RESTIC_PASSWORD is taken as it is: %q %v", pw, err)
-	}
-	env["RESTIC_PASSWORD_FILE"] = file
-	if pw, err := a.password(t.Context(), ""); err != nil || pw != "from file" {
-		t.Errorf("file: %q %v", pw, err)
-	}
-	env["RESTIC_PASSWORD_COMMAND"] = "printf '  from command\\n\\n'"
-	if _, err := a.password(t.Context(), ""); err == nil {
-		t.Error("a file and a command together were accepted")
-	}
-	delete(env, "RESTIC_PASSWORD_FILE")
-	if pw, err := a.password(t.Context(), ""); err != nil || pw != "from command" {
-		t.Errorf("command: %q %v", pw, err)
 	}
 }
 

@@ -37,9 +37,9 @@ import (
 	"time"
 
 	"github.com/scalr-platform/scalr-backup/backend/local"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 // ---------------------------------------------------------------------------
@@ -80,7 +80,7 @@ func retNewOurRepo(t *testing.T, label string) *retRepo {
 	t.Helper()
 	pw := "retention " + label + " password"
 	rp := &retRepo{dir: filepath.Join(t.TempDir(), label), pw: pw, pwFile: retWritePassword(t, pw), home: t.TempDir(), bin: retBinary(t)}
-	r, err := repo.Init(context.Background(), local.New(rp.dir), pw, repo.InitOptions{Version: 2, KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	r, err := repo.Init(context.Background(), local.New(rp.dir), pw, repo.InitOptions{Version: 2, KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

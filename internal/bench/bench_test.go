@@ -52,9 +52,9 @@ import (
 	"time"
 
 	"github.com/scalr-platform/scalr-backup/backend/open"
-	"github.com/scalr-platform/scalr-backup/internal/crypto"
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 	"github.com/scalr-platform/scalr-backup/repo"
+	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
 const (
@@ -500,7 +500,7 @@ func profileBackup(ctx context.Context, t *testing.T, cfg benchConfig, input str
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := repo.Init(ctx, be, "profile", repo.InitOptions{KDF: &crypto.Params{N: 1024, R: 8, P: 1}}, repo.Options{})
+	r, err := repo.Init(ctx, be, "profile", repo.InitOptions{KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
