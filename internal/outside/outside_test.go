@@ -7,9 +7,9 @@ package outside
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
