@@ -34,9 +34,9 @@ func moduleRoot(t *testing.T) string {
 // buildOutside writes a module around testdata/prog/main.go that requires
 // scalr-backup through a replace directive and builds it. Its go.mod
 // requires what this module's go.mod requires, at the same versions, and
-// its go.sum is this module's: the module graph is the one this module's
-// own build already resolved, so no download is needed (GOPROXY=off
-// proves it) and nothing else varies between machines.
+// its go.sum is this module's: the module graph is this module's own, and
+// every module the build fetches (from the module cache, else the
+// configured proxy) is checked against this module's go.sum.
 func buildOutside(t *testing.T) string {
 	t.Helper()
 	root := moduleRoot(t)
@@ -53,7 +53,7 @@ func buildOutside(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gomod := "module example.com/outside\n\ngo 1.24\n\n" +
+	gomod := "module example.com/outside\n\n" + goDirective(string(ours)) + "\n" +
 		"require github.com/scalr-platform/scalr-backup v0.0.0\n\n" + requireBlocks(string(ours)) +
 		"\nreplace github.com/scalr-platform/scalr-backup => " + root + "\n"
 	for name, data := range map[string][]byte{"go.mod": []byte(gomod), "go.sum": sum, "main.go": src} {
@@ -64,11 +64,21 @@ func buildOutside(t *testing.T) string {
 	bin := filepath.Join(dir, "outside")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build in %s: %v\n%s\ngo.mod:\n%s", dir, err, out, gomod)
 	}
 	return bin
+}
+
+// goDirective is a go.mod's go line.
+func goDirective(gomod string) string {
+	for _, line := range strings.Split(gomod, "\n") {
+		if strings.HasPrefix(line, "go ") {
+			return line + "\n"
+		}
+	}
+	return ""
 }
 
 // requireBlocks are the require directives of a go.mod, as written.
