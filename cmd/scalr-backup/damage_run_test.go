@@ -94,7 +94,7 @@ func drunRewrite(t *testing.T, r *e2eRepo, h backend.Handle, edit func([]byte) [
 func TestDamageNightlyRun(t *testing.T) {
 	testenv.Integration(t)
 	begin := time.Now()
-	fx := &e2eFixture{bin: interopBinary(t)}
+	fx := &e2eFixture{bin: testBinary(t)}
 	fx.restic = testenv.Restic(t, testenv.Restic0181)
 	fx.s3 = testenv.StartS3(t)
 	fx.d = testenv.StartDocker(t)

@@ -39,7 +39,7 @@ import (
 func TestDrillLeavesDumpLatestAndHostIdentity(t *testing.T) {
 	testenv.Integration(t)
 	begin := time.Now()
-	bin := interopBinary(t)
+	bin := testBinary(t)
 	restics := []*testenv.ResticCLI{testenv.Restic(t, testenv.Restic014), testenv.Restic(t, testenv.Restic0181)}
 	d := testenv.StartDocker(t)
 	const (

@@ -21,7 +21,7 @@ import (
 
 func TestHangupFromResticUnlock(t *testing.T) {
 	testenv.Integration(t)
-	bin := interopBinary(t)
+	bin := testBinary(t)
 	testenv.EachRestic(t, func(t *testing.T, r *testenv.ResticCLI) {
 		env := newRepoEnv(t, 2)
 		cmd := exec.Command(bin, "backup", "--stdin", "--stdin-filename", "slow.bin")
@@ -79,7 +79,7 @@ func TestHangupFromResticUnlock(t *testing.T) {
 func TestHangupIdleDaemon(t *testing.T) {
 	testenv.Integration(t)
 	env := newRepoEnv(t, 2)
-	cmd := exec.Command(interopBinary(t), "daemon")
+	cmd := exec.Command(testBinary(t), "daemon")
 	cmd.Env = append(os.Environ(), "RESTIC_REPOSITORY="+env["RESTIC_REPOSITORY"], "RESTIC_PASSWORD="+env["RESTIC_PASSWORD"],
 		"DOCKER_HOST=unix://"+filepath.Join(t.TempDir(), "no-docker.sock"), "SCALR_BACKUP_METRICS_ADDR=off",
 		"SCALR_BACKUP_SCHEDULE=0 3 * * *", "SCALR_BACKUP_LOG_FORMAT=text")

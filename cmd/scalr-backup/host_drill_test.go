@@ -104,7 +104,7 @@ func TestBackupRecordsHostIdentity(t *testing.T) {
 	}
 	env["SCALR_BACKUP_HOST"] = "two words"
 	for _, args := range [][]string{{"backup", "--stdin"}, {"pg-backup"}, {"drill"}} {
-		res := pgRunCLI(t, env, strings.NewReader("data"), args...)
+		res := runCLI(t, env, strings.NewReader("data"), args...)
 		if res.code == 0 || !strings.Contains(res.stderr, `host name "two words" (from SCALR_BACKUP_HOST) holds white space`) {
 			t.Errorf("%s with a bad SCALR_BACKUP_HOST: %d %s", args[0], res.code, res.stderr)
 		}

@@ -31,62 +31,12 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 )
-
-// ---------------------------------------------------------------------------
-// The binary under test.
-
-var interopBuild struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
-// TestMain removes the binary built for the interop tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if interopBuild.dir != "" {
-		os.RemoveAll(interopBuild.dir)
-	}
-	os.Exit(code)
-}
-
-// interopBinary builds cmd/scalr-backup once per test process and returns
-// the binary's path.
-func interopBinary(t *testing.T) string {
-	t.Helper()
-	interopBuild.once.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			interopBuild.err = fmt.Errorf("the go tool is not on PATH: %w", err)
-			return
-		}
-		dir, err := os.MkdirTemp("", "scalr-backup-interop-")
-		if err != nil {
-			interopBuild.err = err
-			return
-		}
-		interopBuild.dir = dir
-		path := filepath.Join(dir, "scalr-backup")
-		cmd := exec.Command(goTool, "build", "-o", path, ".")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			interopBuild.err = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		interopBuild.path = path
-	})
-	if interopBuild.err != nil {
-		t.Fatalf("build scalr-backup: %v", interopBuild.err)
-	}
-	return interopBuild.path
-}
 
 // ---------------------------------------------------------------------------
 // Repository targets: a local folder and an S3 bucket.
@@ -153,30 +103,6 @@ func clip(b []byte) string {
 	return string(b)
 }
 
-// writePasswordFile writes password to a fresh 0600 file and returns its path.
-func writePasswordFile(t *testing.T, password string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "password")
-	if err := os.WriteFile(p, []byte(password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// cleanEnv is the test process's environment without anything that could
-// point a child at another repository, password, credentials or home.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "RESTIC_") || strings.HasPrefix(k, "AWS_") || strings.HasPrefix(k, "XDG_") || k == "HOME" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
 // newOurCLI runs the built binary against location with the password in a
 // file, a private HOME and XDG folders, and the target's extra variables.
 func newOurCLI(t *testing.T, tg *interopTarget, location, passwordFile string) *ourCLI {
@@ -192,7 +118,7 @@ func newOurCLI(t *testing.T, tg *interopTarget, location, passwordFile string) *
 		"RESTIC_PASSWORD_FILE="+passwordFile,
 	)
 	env = append(env, tg.env...)
-	return &ourCLI{bin: interopBinary(t), env: env}
+	return &ourCLI{bin: testBinary(t), env: env}
 }
 
 func (c *ourCLI) command(ctx context.Context, args []string) *exec.Cmd {
@@ -566,7 +492,7 @@ type interopStream struct {
 
 func TestInteropOursToRestic(t *testing.T) {
 	testenv.Integration(t)
-	interopBinary(t)
+	testBinary(t)
 	eachTarget(t, func(t *testing.T, tg *interopTarget) {
 		for _, format := range []string{"1", "2"} {
 			t.Run("format-v"+format, func(t *testing.T) {
@@ -867,7 +793,7 @@ func writeTree(t *testing.T, root string, files map[string][]byte) {
 
 func TestInteropResticToOurs(t *testing.T) {
 	testenv.Integration(t)
-	interopBinary(t)
+	testBinary(t)
 	src := filepath.Join(t.TempDir(), "src")
 	files := oddTree()
 	writeTree(t, src, files)
@@ -926,7 +852,7 @@ func TestInteropResticToOurs(t *testing.T) {
 
 func TestInteropDedup(t *testing.T) {
 	testenv.Integration(t)
-	interopBinary(t)
+	testBinary(t)
 	const seed, size = 50, 50 << 20
 	want := streamHash(seed, size)
 	const limit = size / 100

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,24 +15,6 @@ import (
 )
 
 const testPassword = "correct horse battery staple"
-
-// result is one CLI invocation's outcome.
-type result struct {
-	code           int
-	stdout, stderr string
-}
-
-// runCLI runs the command in-process with its own environment.
-func runCLI(t *testing.T, env map[string]string, stdin io.Reader, args ...string) result {
-	t.Helper()
-	var out, errb bytes.Buffer
-	if stdin == nil {
-		stdin = strings.NewReader("")
-	}
-	a := &app{stdin: stdin, stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }}
-	code := a.run(context.Background(), args)
-	return result{code, out.String(), errb.String()}
-}
 
 // newRepoEnv creates a repository with cheap KDF parameters (the CLI's own
 // init calibrates, which would make every later open slow) and returns the
@@ -48,12 +28,6 @@ func newRepoEnv(t *testing.T, version uint) map[string]string {
 	}
 	r.Close()
 	return map[string]string{"RESTIC_REPOSITORY": dir, "RESTIC_PASSWORD": testPassword}
-}
-
-func randomBytes(seed int64, n int) []byte {
-	b := make([]byte, n)
-	rand.New(rand.NewSource(seed)).Read(b)
-	return b
 }
 
 func backupJSON(t *testing.T, env map[string]string, data []byte, args ...string) string {

@@ -56,7 +56,7 @@ const (
 func TestMonitoringE2E(t *testing.T) {
 	testenv.Integration(t)
 	begin := time.Now()
-	fx := &e2eFixture{bin: interopBinary(t)}
+	fx := &e2eFixture{bin: testBinary(t)}
 	fx.restic = testenv.Restic(t, testenv.Restic0181)
 	fx.s3 = testenv.StartS3(t)
 	fx.d = testenv.StartDocker(t)
@@ -517,7 +517,7 @@ func monStream(t *testing.T, r *e2eRepo, args ...string) (e2eResult, []monLine) 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.fx.bin, args...)
 	cmd.Env = r.env
-	var stdout e2eBuffer
+	var stdout lockedBuffer
 	cmd.Stdout = &stdout
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
@@ -675,7 +675,7 @@ func monDrillConcurrent(t *testing.T, fx *e2eFixture) {
 	defer cancel()
 	drill := exec.CommandContext(ctx, r.fx.bin, "drill", "--json", "--host", other, monDrA, monDrB)
 	drill.Env = drillEnv
-	var dout, derr e2eBuffer
+	var dout, derr lockedBuffer
 	drill.Stdout, drill.Stderr = &dout, &derr
 	start := time.Now()
 	if err := drill.Start(); err != nil {

@@ -258,17 +258,6 @@ func TestNightlyRunFatalErrorOnce(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestNightlyDaemonCLI(t *testing.T) {
 	env := nightlyEnv(t)
 	a, _, errb := nightlyApp(env)
@@ -279,7 +268,7 @@ func TestNightlyDaemonCLI(t *testing.T) {
 	}
 	addrCh := make(chan net.Addr, 1)
 	o.listening = func(ad net.Addr) { addrCh <- ad }
-	var logBuf syncBuffer
+	var logBuf lockedBuffer
 	log := nightly.NewLogger(&logBuf, "json", false, slog.LevelInfo)
 	fw := &fakeWiring{names: []string{"scalr-app-db"}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -439,22 +428,4 @@ func TestNightlyAgreesWithPgstream(t *testing.T) {
 	if _, err := w.backup(context.Background(), nil, nightly.Target{Name: "x"}); err == nil || !strings.Contains(err.Error(), "not found by discovery") {
 		t.Errorf("foreign target: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -37,7 +37,6 @@ import (
 	"io"
 	"maps"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -112,7 +111,7 @@ type e2eFixture struct {
 func TestNightlyE2E(t *testing.T) {
 	testenv.Integration(t)
 	begin := time.Now()
-	fx := &e2eFixture{bin: interopBinary(t)}
+	fx := &e2eFixture{bin: testBinary(t)}
 	fx.restic = testenv.Restic(t, testenv.Restic0181)
 	fx.s3 = testenv.StartS3(t)
 	fx.d = testenv.StartDocker(t)
@@ -206,7 +205,7 @@ func (fx *e2eFixture) newRepo(t *testing.T, label string, create bool) *e2eRepo 
 	t.Helper()
 	r := &e2eRepo{fx: fx, loc: fx.s3.URL("e2e-" + label + "-" + e2eRandHex(t, 4)), pw: "e2e " + label + " " + e2eRandHex(t, 8)}
 	r.pwFile = writePasswordFile(t, r.pw)
-	r.metricsAddr = e2eFreeAddr(t)
+	r.metricsAddr = freeAddr(t)
 	home := t.TempDir()
 	var env []string
 	for _, kv := range cleanEnv() {
@@ -501,29 +500,11 @@ func e2eHealthz(t *testing.T, addr string) e2eHealth {
 	return h
 }
 
-// e2eBuffer is a bytes.Buffer safe for concurrent use.
-type e2eBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *e2eBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *e2eBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
 // e2eDaemon is a running `scalr-backup daemon`.
 type e2eDaemon struct {
 	cmd    *exec.Cmd
-	stderr e2eBuffer
-	stdout e2eBuffer
+	stderr lockedBuffer
+	stdout lockedBuffer
 	done   chan struct{}
 	err    error
 }
@@ -602,16 +583,6 @@ func e2eWaitFor(t *testing.T, d *e2eDaemon, timeout time.Duration, what string, 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func e2eFreeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func e2eRandHex(t *testing.T, n int) string {

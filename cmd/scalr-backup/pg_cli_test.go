@@ -10,59 +10,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/spf13/cobra"
 
 	"github.com/scalr-platform/scalr-backup/backend/local"
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 	"github.com/scalr-platform/scalr-backup/pgstream"
 	"github.com/scalr-platform/scalr-backup/repo"
 )
-
-// pgRunCLI runs a command line in-process like runCLI, and works before
-// main.go registers the Postgres commands: then it adds them to the root
-// command itself.
-func pgRunCLI(t *testing.T, env map[string]string, stdin io.Reader, args ...string) result {
-	t.Helper()
-	var out, errb bytes.Buffer
-	if stdin == nil {
-		stdin = strings.NewReader("")
-	}
-	a := &app{stdin: stdin, stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }}
-	root := a.rootCommand()
-	mine := []*cobra.Command{a.discoverCommand(), a.pgBackupCommand(), a.restoreCommand(), a.drillCommand()}
-	missing := false
-	for _, c := range mine {
-		if sub, _, err := root.Find([]string{c.Name()}); err != nil || sub == root {
-			missing = true
-		}
-	}
-	if !missing {
-		b := &app{stdin: stdin, stdout: &out, stderr: &errb, getenv: a.getenv}
-		code := b.run(context.Background(), args)
-		return result{code, out.String(), errb.String()}
-	}
-	for _, c := range mine {
-		if sub, _, err := root.Find([]string{c.Name()}); err != nil || sub == root {
-			root.AddCommand(c)
-		}
-	}
-	root.SetArgs(args)
-	root.SetIn(stdin)
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	code := exitOK
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		fmt.Fprintf(&errb, "scalr-backup: %v\n", err)
-		code = exitError
-	}
-	return result{code, out.String(), errb.String()}
-}
 
 // pgSums is every table's row count and rows' checksum in db.
 func pgSums(t *testing.T, c *testenv.Container, db string) string {
@@ -102,40 +59,40 @@ func TestPgCommands(t *testing.T) {
 	}
 
 	t.Run("discover", func(t *testing.T) {
-		res := pgRunCLI(t, env, nil, "discover")
+		res := runCLI(t, env, nil, "discover")
 		noSecret(t, res)
 		if res.code != 0 || !strings.Contains(res.stdout, "scalr-cli-db") || !strings.Contains(res.stdout, "CONTAINER") || !strings.Contains(res.stdout, " cli ") {
 			t.Fatalf("discover: %d\n%s\n%s", res.code, res.stdout, res.stderr)
 		}
-		res = pgRunCLI(t, env, nil, "discover", "--json")
+		res = runCLI(t, env, nil, "discover", "--json")
 		var targets []pgstream.Target
 		if err := json.Unmarshal([]byte(res.stdout), &targets); err != nil || len(targets) != 1 ||
 			targets[0].Container != "scalr-cli-db" || targets[0].User != "cli" || targets[0].PostgresMajor != 15 {
 			t.Fatalf("discover --json: %v %s", err, res.stdout)
 		}
-		res = pgRunCLI(t, env, nil, "discover", "--pattern", "nothing-*")
+		res = runCLI(t, env, nil, "discover", "--pattern", "nothing-*")
 		if res.code != 0 || res.stdout != "" || !strings.Contains(res.stderr, "warning: no running Postgres container matches") {
 			t.Fatalf("no match: %d %q %q", res.code, res.stdout, res.stderr)
 		}
-		res = pgRunCLI(t, env, nil, "discover", "--json", "--pattern", "nothing-*")
+		res = runCLI(t, env, nil, "discover", "--json", "--pattern", "nothing-*")
 		if res.code != 0 || strings.TrimSpace(res.stdout) != "[]" {
 			t.Fatalf("no match, JSON: %d %q", res.code, res.stdout)
 		}
 	})
 
 	t.Run("pg-backup", func(t *testing.T) {
-		res := pgRunCLI(t, env, nil, "pg-backup", "--host", "cli-host")
+		res := runCLI(t, env, nil, "pg-backup", "--host", "cli-host")
 		noSecret(t, res)
 		if res.code != 0 || !strings.Contains(res.stdout, "scalr-cli-db") || !strings.Contains(res.stdout, " ok ") {
 			t.Fatalf("pg-backup: %d\n%s\n%s", res.code, res.stdout, res.stderr)
 		}
 		t.Logf("pg-backup:\n%s", res.stdout)
-		res = pgRunCLI(t, env, nil, "snapshots", "--json", "--tag", "scalr-cli-db")
+		res = runCLI(t, env, nil, "snapshots", "--json", "--tag", "scalr-cli-db")
 		if res.code != 0 || strings.Count(res.stdout, `"short_id"`) != 1 || !strings.Contains(res.stdout, `"/scalr-cli-db"`) {
 			t.Fatalf("snapshots: %s %s", res.stdout, res.stderr)
 		}
 		// One container failing does not stop the others; the exit code says.
-		res = pgRunCLI(t, env, nil, "pg-backup", "--json", "scalr-nope-db", "scalr-cli-db")
+		res = runCLI(t, env, nil, "pg-backup", "--json", "scalr-nope-db", "scalr-cli-db")
 		var lines []pgBackupResult
 		if err := json.Unmarshal([]byte(res.stdout), &lines); err != nil || len(lines) != 2 {
 			t.Fatalf("pg-backup --json: %v %q", err, res.stdout)
@@ -143,7 +100,7 @@ func TestPgCommands(t *testing.T) {
 		if res.code == 0 || lines[0].OK || !strings.Contains(lines[0].Error, "no such container") || !lines[1].OK || !strings.Contains(res.stderr, "1 of 2 container backups failed") {
 			t.Fatalf("pg-backup with a missing container: %d %+v %s", res.code, lines, res.stderr)
 		}
-		res = pgRunCLI(t, env, nil, "pg-backup", "--pattern", "nothing-*")
+		res = runCLI(t, env, nil, "pg-backup", "--pattern", "nothing-*")
 		if res.code != 0 || !strings.Contains(res.stderr, "nothing to back up") {
 			t.Fatalf("pg-backup without containers: %d %s", res.code, res.stderr)
 		}
@@ -156,14 +113,14 @@ func TestPgCommands(t *testing.T) {
 			t.Fatal("damage did not change anything")
 		}
 		// No terminal, no --yes: refuse, change nothing.
-		res := pgRunCLI(t, env, strings.NewReader("yes\n"), "restore", "scalr-cli-db", "latest")
+		res := runCLI(t, env, strings.NewReader("yes\n"), "restore", "scalr-cli-db", "latest")
 		if res.code == 0 || !strings.Contains(res.stderr, "refusing to restore without --yes") || !strings.Contains(res.stderr, "database cli") {
 			t.Fatalf("restore without --yes: %d\n%s", res.code, res.stderr)
 		}
 		if now := pgSums(t, c, "cli"); now != damaged {
 			t.Fatalf("a refused restore changed the database:\n%s\nwas:\n%s", now, damaged)
 		}
-		res = pgRunCLI(t, env, nil, "restore", "--yes", "scalr-cli-db", "latest")
+		res = runCLI(t, env, nil, "restore", "--yes", "scalr-cli-db", "latest")
 		noSecret(t, res)
 		if res.code != 0 || !strings.Contains(res.stdout, "row counts match the manifest") {
 			t.Fatalf("restore --yes: %d\n%s\n%s", res.code, res.stdout, res.stderr)
@@ -175,18 +132,18 @@ func TestPgCommands(t *testing.T) {
 		if lo := c.Psql(t, "", "SELECT convert_from(lo_get(oid), 'UTF8') FROM pg_largeobject_metadata;"); lo != "a large object" {
 			t.Errorf("large object after the restore: %q", lo)
 		}
-		res = pgRunCLI(t, env, nil, "restore", "--yes", "scalr-nope-db", "latest")
+		res = runCLI(t, env, nil, "restore", "--yes", "scalr-nope-db", "latest")
 		if res.code == 0 || !strings.Contains(res.stderr, "no such container: scalr-nope-db") {
 			t.Fatalf("restore of a missing container: %d %s", res.code, res.stderr)
 		}
-		res = pgRunCLI(t, env, nil, "restore", "--yes", "--db", "other", "scalr-cli-db", "latest")
+		res = runCLI(t, env, nil, "restore", "--yes", "--db", "other", "scalr-cli-db", "latest")
 		if res.code == 0 || !strings.Contains(res.stderr, `no database "other"`) {
 			t.Fatalf("restore of a missing database: %d %s", res.code, res.stderr)
 		}
 	})
 
 	t.Run("drill", func(t *testing.T) {
-		res := pgRunCLI(t, env, nil, "drill")
+		res := runCLI(t, env, nil, "drill")
 		noSecret(t, res)
 		if res.code != 0 || !strings.Contains(res.stdout, "drill of scalr-cli-db: PASSED") || !strings.Contains(res.stdout, "pass") {
 			t.Fatalf("drill: %d\n%s\n%s", res.code, res.stdout, res.stderr)
@@ -234,14 +191,14 @@ func TestPgCommands(t *testing.T) {
 		if _, err := r.BackupStreams(ctx, "scalr-cli-db", streams, repo.BackupOptions{Tags: []string{"scalr-cli-db"}, Hostname: sn.Hostname}); err != nil {
 			t.Fatal(err)
 		}
-		res = pgRunCLI(t, env, nil, "drill", "scalr-cli-db")
+		res = runCLI(t, env, nil, "drill", "scalr-cli-db")
 		if res.code == 0 || !strings.Contains(res.stderr, "public.items: 99 rows in the manifest, 100 restored") || !strings.Contains(res.stdout, "FAIL") {
 			t.Fatalf("drill of a tampered manifest: %d\n%s\n%s", res.code, res.stdout, res.stderr)
 		}
 		if left := d.CLI(t, "ps", "--all", "--quiet", "--filter", "name=scalr-drill-"); left != "" {
 			t.Errorf("drill containers left behind: %s", left)
 		}
-		res = pgRunCLI(t, env, nil, "snapshots", "--json", "--tag", "drill,drill-of:scalr-cli-db")
+		res = runCLI(t, env, nil, "snapshots", "--json", "--tag", "drill,drill-of:scalr-cli-db")
 		if strings.Count(res.stdout, `"short_id"`) != 2 || strings.Count(res.stdout, "drill-failed") != 1 || !strings.Contains(res.stdout, "/drill/scalr-cli-db.json") {
 			t.Errorf("drill records: %s", res.stdout)
 		}
@@ -254,7 +211,7 @@ func TestPgDockerUnreachable(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "docker.sock")
 	env := map[string]string{"DOCKER_HOST": "unix://" + sock}
 	for _, args := range [][]string{{"discover"}, {"pg-backup"}, {"drill"}, {"restore", "--yes", "scalr-app-db", "latest"}} {
-		res := pgRunCLI(t, env, nil, args...)
+		res := runCLI(t, env, nil, args...)
 		if res.code == 0 || !strings.Contains(res.stderr, "the Docker socket "+sock+" does not exist") {
 			t.Errorf("%s: %d %s", args[0], res.code, res.stderr)
 		}

@@ -34,7 +34,7 @@ type restoreProc struct {
 
 func startBinary(t *testing.T, env map[string]string, args ...string) *restoreProc {
 	t.Helper()
-	cmd := exec.Command(interopBinary(t), args...)
+	cmd := exec.Command(testBinary(t), args...)
 	cmd.Env = os.Environ()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -110,7 +110,7 @@ INSERT INTO bulk SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 40000
 	env["DOCKER_HOST"] = d.Host()
 	env["SCALR_BACKUP_HOST"] = "host-a"
 	// The app database only: the kills below are timed on its restore.
-	if res := pgRunCLI(t, env, nil, "pg-backup", "--databases", "POSTGRES_DB", c.Name); res.code != 0 {
+	if res := runCLI(t, env, nil, "pg-backup", "--databases", "POSTGRES_DB", c.Name); res.code != 0 {
 		t.Fatalf("pg-backup: %d %s", res.code, res.stderr)
 	}
 	backedUp := pgSums(t, c, "app")
@@ -133,7 +133,7 @@ INSERT INTO bulk SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 40000
 	}
 	// discover names the leftover.
 	side := strings.Fields(dbs)[1]
-	res := pgRunCLI(t, env, nil, "discover", "--json")
+	res := runCLI(t, env, nil, "discover", "--json")
 	if res.code != 0 || !strings.Contains(res.stdout, `"interrupted_restores":["`+side+`"]`) ||
 		!strings.Contains(res.stderr, "database "+side+" was left by an interrupted restore") {
 		t.Fatalf("discover after a killed restore: %d\n%s\n%s", res.code, res.stdout, res.stderr)
@@ -178,21 +178,21 @@ INSERT INTO bulk SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 40000
 	// A whole restore afterwards, with --json: the previous is reported,
 	// nothing is left over; then swap back by the documented command.
 	delete(env, testStallEnv)
-	res = pgRunCLI(t, env, nil, "restore", c.Name, "latest", "--yes", "--json")
+	res = runCLI(t, env, nil, "restore", c.Name, "latest", "--yes", "--json")
 	var out restoreJSON
 	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil || res.code != 0 || !out.OK || len(out.Databases) != 1 ||
 		!strings.HasPrefix(out.Databases[0].Previous, "app__replaced_") || out.Databases[0].PreviousBytes == 0 || out.Host != "host-a" {
 		t.Fatalf("restore --json: %d %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
 	}
-	res = pgRunCLI(t, env, nil, "previous", c.Name)
+	res = runCLI(t, env, nil, "previous", c.Name)
 	if res.code != 0 || !strings.Contains(res.stdout, out.Databases[0].Previous) || !strings.Contains(res.stdout, kept[1]) {
 		t.Fatalf("previous: %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
-	res = pgRunCLI(t, env, nil, "previous", c.Name, "swap-back", kept[1])
+	res = runCLI(t, env, nil, "previous", c.Name, "swap-back", kept[1])
 	if res.code == 0 || !strings.Contains(res.stderr, "without --yes") {
 		t.Fatalf("swap-back without --yes: %d %s", res.code, res.stderr)
 	}
-	res = pgRunCLI(t, env, nil, "previous", c.Name, "swap-back", kept[1], "--yes")
+	res = runCLI(t, env, nil, "previous", c.Name, "swap-back", kept[1], "--yes")
 	if res.code != 0 || !strings.Contains(res.stdout, "is back as app") {
 		t.Fatalf("swap-back: %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
@@ -204,7 +204,7 @@ INSERT INTO bulk SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 40000
 			t.Errorf("left over: %s", name)
 		}
 		if strings.HasPrefix(name, "app__replaced_") {
-			if res := pgRunCLI(t, env, nil, "previous", c.Name, "drop", name, "--yes"); res.code != 0 {
+			if res := runCLI(t, env, nil, "previous", c.Name, "drop", name, "--yes"); res.code != 0 {
 				t.Errorf("previous drop %s: %d %s", name, res.code, res.stderr)
 			}
 		}
@@ -235,24 +235,24 @@ func TestRestoreTwoHosts(t *testing.T) {
 	}
 	envProd["SCALR_BACKUP_HOST"] = "prod-1"
 	envStaging["RESTIC_HOST"] = "staging-1" // the other spelling of the identity
-	if res := pgRunCLI(t, envProd, nil, "pg-backup", c.Name); res.code != 0 {
+	if res := runCLI(t, envProd, nil, "pg-backup", c.Name); res.code != 0 {
 		t.Fatalf("prod pg-backup: %s", res.stderr)
 	}
 	prodSums := pgSums(t, c, "app")
 	c.Psql(t, "", `UPDATE who SET host = 'staging'; INSERT INTO who VALUES ('staging', 99);`)
-	if res := pgRunCLI(t, envStaging, nil, "pg-backup", c.Name); res.code != 0 {
+	if res := runCLI(t, envStaging, nil, "pg-backup", c.Name); res.code != 0 {
 		t.Fatalf("staging pg-backup: %s", res.stderr)
 	}
 	stagingSums := pgSums(t, c, "app")
 	// Staging's backup is the newest of the container name in the
 	// repository; prod must still get its own.
-	if res := pgRunCLI(t, envProd, nil, "restore", c.Name, "latest", "--yes", "--drop-previous"); res.code != 0 {
+	if res := runCLI(t, envProd, nil, "restore", c.Name, "latest", "--yes", "--drop-previous"); res.code != 0 {
 		t.Fatalf("prod restore: %d %s", res.code, res.stderr)
 	}
 	if got := pgSums(t, c, "app"); got != prodSums {
 		t.Fatalf("prod restored another host's backup:\n%s", got)
 	}
-	if res := pgRunCLI(t, envStaging, nil, "restore", c.Name, "latest", "--yes", "--drop-previous"); res.code != 0 {
+	if res := runCLI(t, envStaging, nil, "restore", c.Name, "latest", "--yes", "--drop-previous"); res.code != 0 {
 		t.Fatalf("staging restore: %d %s", res.code, res.stderr)
 	} else if got := pgSums(t, c, "app"); got != stagingSums {
 		t.Fatalf("staging restored another host's backup:\n%s", got)
@@ -267,7 +267,7 @@ func TestRestoreTwoHosts(t *testing.T) {
 	for _, pr := range []prompt{{"no", 1}, {"yes", 0}} {
 		c.Psql(t, "", `TRUNCATE who; INSERT INTO who VALUES ('prod again', 1);`)
 		before := pgSums(t, c, "app")
-		line := fmt.Sprintf("%s restore %s latest --host staging-1 --drop-previous", interopBinary(t), c.Name)
+		line := fmt.Sprintf("%s restore %s latest --host staging-1 --drop-previous", testBinary(t), c.Name)
 		cmd := exec.CommandContext(context.Background(), scriptTool, "-qec", line, "/dev/null")
 		cmd.Env = os.Environ()
 		for k, v := range envProd {

@@ -58,28 +58,12 @@ type retRepo struct {
 	bin    string
 }
 
-// retBinary is the scalr-backup binary under test (built once by the
-// interop tests' builder).
-func retBinary(t *testing.T) string {
-	t.Helper()
-	return interopBinary(t)
-}
-
-func retWritePassword(t *testing.T, pw string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "password")
-	if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // retNewOurRepo creates a version 2 repository through the library, with
 // cheap KDF parameters.
 func retNewOurRepo(t *testing.T, label string) *retRepo {
 	t.Helper()
 	pw := "retention " + label + " password"
-	rp := &retRepo{dir: filepath.Join(t.TempDir(), label), pw: pw, pwFile: retWritePassword(t, pw), home: t.TempDir(), bin: retBinary(t)}
+	rp := &retRepo{dir: filepath.Join(t.TempDir(), label), pw: pw, pwFile: writePasswordFile(t, pw), home: t.TempDir(), bin: testBinary(t)}
 	r, err := repo.Init(context.Background(), local.New(rp.dir), pw, repo.InitOptions{Version: 2, KDF: repotest.FastKDF()}, repo.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +76,7 @@ func retNewOurRepo(t *testing.T, label string) *retRepo {
 func retNewResticRepo(t *testing.T, label string, rc *testenv.ResticCLI) *retRepo {
 	t.Helper()
 	pw := "retention " + label + " password"
-	rp := &retRepo{dir: filepath.Join(t.TempDir(), label), pw: pw, pwFile: retWritePassword(t, pw), home: t.TempDir(), bin: retBinary(t)}
+	rp := &retRepo{dir: filepath.Join(t.TempDir(), label), pw: pw, pwFile: writePasswordFile(t, pw), home: t.TempDir(), bin: testBinary(t)}
 	rp.restic(rc).MustRun(t, rp.dir, "", nil, "init")
 	return rp
 }

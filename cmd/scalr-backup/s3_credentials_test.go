@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,23 +19,6 @@ import (
 
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 )
-
-// runBinaryEnv runs the binary with exactly env (plus PATH and HOME).
-func runBinaryEnv(t *testing.T, env []string, args ...string) result {
-	t.Helper()
-	cmd := exec.Command(interopBinary(t), args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{code, out.String(), errb.String()}
-}
 
 func TestS3CredentialSources(t *testing.T) {
 	testenv.Integration(t)

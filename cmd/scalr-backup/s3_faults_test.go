@@ -354,7 +354,7 @@ func s3fFormatTally(m map[string]int) string {
 func TestS3FaultsRandomFailures(t *testing.T) {
 	testenv.Integration(t)
 	t.Parallel()
-	interopBinary(t)
+	testBinary(t)
 	rc := testenv.Restic(t, testenv.Restic0181)
 	// The proxy draws one number per request from a generator seeded
 	// here; with seed 21 the 1st request (init's bucket check) and about
@@ -477,7 +477,7 @@ var s3fHTTP5xx = regexp.MustCompile(`HTTP 50[03]`)
 func TestS3FaultsFailAll(t *testing.T) {
 	testenv.Integration(t)
 	t.Parallel()
-	interopBinary(t)
+	testBinary(t)
 	rc := testenv.Restic(t, testenv.Restic0181)
 	s := s3fStart(t, 3003)
 	bucket := "s3f-failall"
@@ -617,7 +617,7 @@ func TestS3FaultsFailAll(t *testing.T) {
 func TestS3WrongSecret(t *testing.T) {
 	testenv.Integration(t)
 	t.Parallel()
-	interopBinary(t)
+	testBinary(t)
 	s := s3fStart(t, 4004)
 	bucket := "s3f-auth"
 	loc := s.proxy.URL(bucket)
@@ -846,7 +846,7 @@ func s3fCheckCounts(t *testing.T, what string, b s3fBound, c backend.Counts, req
 func TestS3RequestCounts(t *testing.T) {
 	testenv.Integration(t)
 	t.Parallel()
-	interopBinary(t)
+	testBinary(t)
 	s := s3fStart(t, 5005)
 	const bucket = "s3f-counts"
 	const size = 100 << 20

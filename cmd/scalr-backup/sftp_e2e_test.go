@@ -21,7 +21,7 @@ import (
 func TestSFTPRunRestoreDrill(t *testing.T) {
 	testenv.Integration(t)
 	begin := time.Now()
-	fx := &e2eFixture{bin: interopBinary(t)}
+	fx := &e2eFixture{bin: testBinary(t)}
 	rc := testenv.Restic(t, testenv.Restic0181)
 	srv := testenv.StartSSH(t)
 	fx.d = testenv.StartDocker(t)

@@ -122,7 +122,7 @@ func liveChecksums(t *testing.T, c *testenv.Container, db string) map[string]str
 // discoverJSON runs discover --json and returns the targets by container.
 func discoverJSON(t *testing.T, env map[string]string, args ...string) (map[string]pgstream.Target, result) {
 	t.Helper()
-	res := pgRunCLI(t, env, nil, append([]string{"discover", "--json"}, args...)...)
+	res := runCLI(t, env, nil, append([]string{"discover", "--json"}, args...)...)
 	var list []pgstream.Target
 	if err := json.Unmarshal([]byte(res.stdout), &list); err != nil {
 		t.Fatalf("discover --json: %v\n%s\n%s", err, res.stdout, res.stderr)
@@ -231,7 +231,7 @@ func TestPostgresShapes(t *testing.T) {
 				t.Errorf("%s: %+v", sc.name, tg)
 			}
 		}
-		res = pgRunCLI(t, env, nil, "discover")
+		res = runCLI(t, env, nil, "discover")
 		if res.code != 0 || !strings.Contains(res.stdout, "scalr-shape-pg17-db") || !strings.Contains(res.stdout, " 5433 ") {
 			t.Errorf("discover:\n%s\n%s", res.stdout, res.stderr)
 		}
@@ -240,7 +240,7 @@ func TestPostgresShapes(t *testing.T) {
 	// pg-backup and run: every database of each container, one snapshot
 	// per container, the same set as discover's.
 	run("pg-backup-and-run", func(t *testing.T) {
-		res := pgRunCLI(t, env, nil, "pg-backup", "--json")
+		res := runCLI(t, env, nil, "pg-backup", "--json")
 		noSecret(t, "pg-backup", res)
 		var lines []pgBackupResult
 		if err := json.Unmarshal([]byte(res.stdout), &lines); err != nil || res.code != 0 || len(lines) != len(cases) {
@@ -251,7 +251,7 @@ func TestPostgresShapes(t *testing.T) {
 				t.Errorf("pg-backup of %s: %+v", l.Container, l)
 			}
 		}
-		res = pgRunCLI(t, env, nil, "run", "--json")
+		res = runCLI(t, env, nil, "run", "--json")
 		noSecret(t, "run", res)
 		var rep struct {
 			OK      bool `json:"ok"`
@@ -287,7 +287,7 @@ func TestPostgresShapes(t *testing.T) {
 				c.Psql(t, db, shapeDamage)
 			}
 			step := time.Now()
-			res := pgRunCLI(t, env, nil, "restore", "--yes", sc.name, "latest")
+			res := runCLI(t, env, nil, "restore", "--yes", sc.name, "latest")
 			noSecret(t, "restore", res)
 			if res.code != 0 {
 				t.Errorf("restore of %s: exit %d\n%s\n%s", sc.name, res.code, res.stdout, res.stderr)
@@ -307,7 +307,7 @@ func TestPostgresShapes(t *testing.T) {
 	run("drill", func(t *testing.T) {
 		volumes := d.CLI(t, "volume", "ls", "--quiet")
 		step := time.Now()
-		res := pgRunCLI(t, env, nil, "drill", "--json")
+		res := runCLI(t, env, nil, "drill", "--json")
 		noSecret(t, "drill", res)
 		var results []*pgstream.DrillResult
 		if err := json.Unmarshal([]byte(res.stdout), &results); err != nil || res.code != 0 || len(results) != len(cases) {
@@ -354,7 +354,7 @@ func TestPostgresShapes(t *testing.T) {
 			return c.Psql(t, "postgres", `SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database`)
 		}
 		dbs15 := dbList(c15)
-		res := pgRunCLI(t, env, nil, "restore", "--yes", "--into", c15.Name, c17.Name, "latest")
+		res := runCLI(t, env, nil, "restore", "--yes", "--into", c15.Name, c17.Name, "latest")
 		if res.code == 0 || !strings.Contains(res.stderr, "newer major version") {
 			t.Errorf("17 into 15: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
 		}
@@ -366,7 +366,7 @@ func TestPostgresShapes(t *testing.T) {
 		if got := dbList(c15); got != dbs15 {
 			t.Errorf("databases after a refused restore: %s, were %s", got, dbs15)
 		}
-		res = pgRunCLI(t, env, nil, "restore", "--yes", "--into", c17.Name, c15.Name, "latest")
+		res = runCLI(t, env, nil, "restore", "--yes", "--into", c17.Name, c15.Name, "latest")
 		if res.code != 0 {
 			t.Fatalf("15 into 17: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
 		}
@@ -431,7 +431,7 @@ func TestPostgresShapes(t *testing.T) {
 				}
 				sets := map[string][]string{"discover": tg.Databases}
 
-				res = pgRunCLI(t, e, nil, append([]string{"pg-backup", "--json"}, sel.args...)...)
+				res = runCLI(t, e, nil, append([]string{"pg-backup", "--json"}, sel.args...)...)
 				var lines []pgBackupResult
 				if err := json.Unmarshal([]byte(res.stdout), &lines); err != nil || res.code != 0 {
 					t.Fatalf("pg-backup: exit %d %v\n%s", res.code, err, res.stderr)
@@ -446,7 +446,7 @@ func TestPostgresShapes(t *testing.T) {
 					t.Errorf("pg-backup does not name the databases left out:\n%s", res.stderr)
 				}
 
-				res = pgRunCLI(t, e, nil, append([]string{"run"}, sel.args...)...)
+				res = runCLI(t, e, nil, append([]string{"run"}, sel.args...)...)
 				if res.code != 0 {
 					t.Fatalf("run: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
 				}
@@ -459,7 +459,7 @@ func TestPostgresShapes(t *testing.T) {
 					t.Errorf("run does not name the databases left out:\n%s", res.stderr)
 				}
 
-				res = pgRunCLI(t, e, nil, append([]string{"drill", "--json"}, sel.args...)...)
+				res = runCLI(t, e, nil, append([]string{"drill", "--json"}, sel.args...)...)
 				var results []*pgstream.DrillResult
 				if err := json.Unmarshal([]byte(res.stdout), &results); err != nil || res.code != 0 || len(results) != 1 {
 					t.Fatalf("drill: exit %d %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
@@ -552,7 +552,7 @@ func TestPostgresUnreachable(t *testing.T) {
 	authName := "scalr-bad-auth-db"
 	good := d.RunPostgresWith(t, authName, testenv.PostgresOptions{Shape: testenv.ShapeOfficial})
 	good.Psql(t, "", "CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 10);")
-	if res := pgRunCLI(t, env, nil, "pg-backup", authName); res.code != 0 {
+	if res := runCLI(t, env, nil, "pg-backup", authName); res.code != 0 {
 		t.Fatalf("pg-backup of %s: %d\n%s\n%s", authName, res.code, res.stdout, res.stderr)
 	}
 	d.CLI(t, "rm", "--force", "--volumes", authName)
@@ -582,14 +582,14 @@ func TestPostgresUnreachable(t *testing.T) {
 				}
 			}
 		}
-		res = pgRunCLI(t, env, nil, "discover")
+		res = runCLI(t, env, nil, "discover")
 		if res.code == 0 || strings.Count(res.stdout, "CANNOT BACK UP") != len(reasons) {
 			t.Errorf("discover:\n%s\n%s", res.stdout, res.stderr)
 		}
 		t.Logf("discover:\n%s%s", res.stdout, res.stderr)
 	})
 	t.Run("pg-backup-and-run", func(t *testing.T) {
-		res := pgRunCLI(t, env, nil, "pg-backup", "--json")
+		res := runCLI(t, env, nil, "pg-backup", "--json")
 		var lines []pgBackupResult
 		if err := json.Unmarshal([]byte(res.stdout), &lines); err != nil || res.code == 0 || len(lines) != len(reasons) {
 			t.Fatalf("pg-backup: exit %d %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
@@ -599,7 +599,7 @@ func TestPostgresUnreachable(t *testing.T) {
 				t.Errorf("pg-backup of %s: %+v", l.Container, l)
 			}
 		}
-		res = pgRunCLI(t, env, nil, "run", "--json")
+		res = runCLI(t, env, nil, "run", "--json")
 		var rep struct {
 			Targets []struct{ Container, Status, Error string } `json:"targets"`
 		}
@@ -614,7 +614,7 @@ func TestPostgresUnreachable(t *testing.T) {
 	})
 	t.Run("drill-auth-error", func(t *testing.T) {
 		start := time.Now()
-		res := pgRunCLI(t, env, nil, "drill", "--json", authName)
+		res := runCLI(t, env, nil, "drill", "--json", authName)
 		took := time.Since(start)
 		t.Logf("drill of %s: exit %d in %s\n%s", authName, res.code, took.Round(time.Millisecond), res.stderr)
 		if took > 10*time.Second {

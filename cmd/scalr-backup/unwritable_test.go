@@ -161,7 +161,7 @@ func unwPublicBinary(t *testing.T) (bin, dir string) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(interopBinary(t))
+	b, err := os.ReadFile(testBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestUnwritableLocal(t *testing.T) {
 // behind versitygw.
 func TestUnwritableS3(t *testing.T) {
 	testenv.Integration(t)
-	bin := interopBinary(t)
+	bin := testBinary(t)
 	const pw = "unwritable s3 test"
 
 	t.Run("read-only user", func(t *testing.T) {
