@@ -627,15 +627,17 @@ func (r *Repository) ForgetWithOptions(ctx context.Context, o ForgetOptions) (re
 		o.Now = time.Now()
 	}
 	if !o.DryRun {
-		l, err := r.Lock(ctx, true)
-		if err != nil {
-			return nil, err
+		// err is the named result: a lock left behind is reported.
+		held, done, herr := r.Hold(ctx, true, "forget")
+		if herr != nil {
+			return nil, herr
 		}
 		defer func() {
-			if uerr := l.Unlock(context.WithoutCancel(ctx)); uerr != nil && err == nil {
+			if uerr := done(); uerr != nil && err == nil {
 				err = uerr
 			}
 		}()
+		ctx = held
 	}
 
 	all, err := r.ListSnapshots(ctx)
@@ -737,14 +739,14 @@ func (r *Repository) RemoveSnapshotsDeferring(ctx context.Context, ids []ID, def
 	if len(uniq) == 0 {
 		return nil, nil
 	}
-	l, err := r.Lock(ctx, true)
+	held, done, err := r.Hold(ctx, true, "forget")
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if uerr := l.Unlock(context.WithoutCancel(ctx)); uerr != nil && err == nil {
+		if uerr := done(); uerr != nil && err == nil {
 			err = uerr
 		}
 	}()
-	return r.removeSnapshotFiles(ctx, uniq, deferred)
+	return r.removeSnapshotFiles(held, uniq, deferred)
 }

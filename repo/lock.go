@@ -191,7 +191,11 @@ func (l *Lock) remove(ctx context.Context, id ID) error {
 // before the old is removed, so the repository is never unlocked.
 func (l *Lock) refresher() {
 	defer close(l.done)
-	t := time.NewTicker(lockRefreshInterval)
+	every, lostAfter := lockRefreshInterval, lockStaleAfter-lockRefreshInterval
+	if l.r.lockRefresh > 0 {
+		every, lostAfter = l.r.lockRefresh, l.r.lockLostAfter
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	lastOK := time.Now()
 	for {
@@ -208,7 +212,7 @@ func (l *Lock) refresher() {
 		if err == nil {
 			_ = l.remove(ctx, old)
 			lastOK = time.Now()
-		} else if time.Since(lastOK) > lockStaleAfter-lockRefreshInterval {
+		} else if time.Since(lastOK) > lostAfter {
 			l.lostMu.Do(func() { close(l.lost) })
 		}
 		cancel()
@@ -298,17 +302,19 @@ const unlockTimeout = 30 * time.Second
 
 // release removes the lock even when ctx was cancelled, giving up after
 // unlockTimeout.
-func (l *Lock) release(ctx context.Context) {
+func (l *Lock) release(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
 	defer cancel()
-	_ = l.Unlock(ctx)
+	return l.Unlock(ctx)
 }
 
 // Hold takes a lock (see Lock) for work that must stop when the lock can no
 // longer be kept fresh (others may then see it stale and, say, prune): the
 // returned context ends then, with a cause naming what stopped; done
-// releases the lock and the context.
-func (r *Repository) Hold(ctx context.Context, exclusive bool, what string) (context.Context, func(), error) {
+// releases the lock and the context, and says whether the lock file could
+// be removed (a caller that has nothing else to report may ignore it: the
+// lock is then stale once this process is gone).
+func (r *Repository) Hold(ctx context.Context, exclusive bool, what string) (context.Context, func() error, error) {
 	lock, err := r.Lock(ctx, exclusive)
 	if err != nil {
 		return nil, nil, err
@@ -321,8 +327,8 @@ func (r *Repository) Hold(ctx context.Context, exclusive bool, what string) (con
 		case <-held.Done():
 		}
 	}()
-	return held, func() {
+	return held, func() error {
 		cancel(nil)
-		lock.release(ctx)
+		return lock.release(ctx)
 	}, nil
 }

@@ -124,6 +124,10 @@ type Repository struct {
 	// skipped holds the handles already reported to Options.Skipped.
 	skipped sync.Map
 
+	// lockRefresh and lockLostAfter override the lock timing (zero:
+	// restic's); tests shorten them to see a lock lost.
+	lockRefresh, lockLostAfter time.Duration
+
 	// reloadMu serializes ReloadIndex; reloadStarts counts the reloads
 	// started, so callers that queued behind a newer one do not list again.
 	reloadMu     sync.Mutex
