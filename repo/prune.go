@@ -71,8 +71,16 @@ type PruneStats struct {
 	PacksDeleted int `json:"packs_deleted"`
 }
 
-// maxUnusedFunc parses restic's --max-unused into a limit on unused bytes
-// given the used bytes: p% of the repository after pruning means
+// ValidateMaxUnused checks a PruneOptions.MaxUnused value without pruning,
+// so that a caller can refuse it before any work (forget --prune before
+// forgetting).
+func ValidateMaxUnused(s string) error {
+	_, err := maxUnusedFunc(s)
+	return err
+}
+
+// maxUnusedFunc parses MaxUnused (restic's --max-unused) into a limit on
+// unused bytes given the used bytes: p% of the repository after pruning means
 // p/(100-p) times the used size.
 func maxUnusedFunc(s string) (func(used uint64) uint64, error) {
 	s = strings.TrimSpace(s)
@@ -83,7 +91,7 @@ func maxUnusedFunc(s string) (func(used uint64) uint64, error) {
 	case strings.HasSuffix(s, "%"):
 		p, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
 		if err != nil || p < 0 || p >= 100 {
-			return nil, fmt.Errorf("--max-unused %q: want a percentage from 0 to below 100", s)
+			return nil, fmt.Errorf("max unused %q: want a percentage from 0 to below 100", s)
 		}
 		return func(used uint64) uint64 { return uint64(p / (100 - p) * float64(used)) }, nil
 	case s == "unlimited":
@@ -91,7 +99,7 @@ func maxUnusedFunc(s string) (func(used uint64) uint64, error) {
 	}
 	n, err := parseByteSize(s)
 	if err != nil || n < 0 {
-		return nil, fmt.Errorf("--max-unused %q: want a byte count like 500M", s)
+		return nil, fmt.Errorf("max unused %q: want a percentage, a byte count like 500M, or unlimited", s)
 	}
 	return func(uint64) uint64 { return uint64(n) }, nil
 }

@@ -235,7 +235,7 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref string, f SnapshotFil
 		return nil, err
 	}
 	if !f.Matches(sn) {
-		return nil, fmt.Errorf("snapshot %s does not match the given --host/--tag/--path: %w", id.Str(), ErrNoSnapshot)
+		return nil, fmt.Errorf("snapshot %s does not match the filter (host, tag, path): %w", id.Str(), ErrNoSnapshot)
 	}
 	return sn, nil
 }

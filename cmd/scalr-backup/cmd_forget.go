@@ -148,6 +148,11 @@ applies. Only the snapshot files are removed; run prune to free the data.`,
 			if err := policy.Validate(); err != nil {
 				return err
 			}
+			if prune {
+				if err := repo.ValidateMaxUnused(maxUnused); err != nil {
+					return fmt.Errorf("--max-unused: %w", err)
+				}
+			}
 			r, err := a.openRepo(ctx)
 			if err != nil {
 				return err

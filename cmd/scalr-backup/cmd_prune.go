@@ -23,6 +23,9 @@ so an interrupted prune never loses a snapshot.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if err := repo.ValidateMaxUnused(opts.MaxUnused); err != nil {
+				return fmt.Errorf("--max-unused: %w", err)
+			}
 			r, err := a.openRepo(ctx)
 			if err != nil {
 				return err
