@@ -82,18 +82,20 @@ func (s *Settings) getenv(k string) string {
 	return s.Getenv(k)
 }
 
+// setOrEnv is set when it is not empty (a flag wins), else the variable.
+func (s *Settings) setOrEnv(set, variable string) string {
+	if set != "" {
+		return set
+	}
+	return s.getenv(variable)
+}
+
 // Location is the repository location: Repository or RESTIC_REPOSITORY,
 // else the content of RepositoryFile or RESTIC_REPOSITORY_FILE (white
 // space trimmed).
 func (s *Settings) Location() (string, error) {
-	loc := s.Repository
-	if loc == "" {
-		loc = s.getenv("RESTIC_REPOSITORY")
-	}
-	file := s.RepositoryFile
-	if file == "" {
-		file = s.getenv("RESTIC_REPOSITORY_FILE")
-	}
+	loc := s.setOrEnv(s.Repository, "RESTIC_REPOSITORY")
+	file := s.setOrEnv(s.RepositoryFile, "RESTIC_REPOSITORY_FILE")
 	switch {
 	case loc != "" && file != "":
 		return "", errors.New("a repository (-r / RESTIC_REPOSITORY) and a repository file (--repository-file / RESTIC_REPOSITORY_FILE) are mutually exclusive")
@@ -116,11 +118,7 @@ func (s *Settings) Location() (string, error) {
 // retry and the skipped-file hook.
 func (s *Settings) RepoOptions() (repo.Options, error) {
 	var o repo.Options
-	c := s.Compression
-	if c == "" {
-		c = s.getenv("RESTIC_COMPRESSION")
-	}
-	comp, err := repo.ParseCompression(c)
+	comp, err := repo.ParseCompression(s.setOrEnv(s.Compression, "RESTIC_COMPRESSION"))
 	if err != nil {
 		return o, err
 	}
@@ -147,14 +145,8 @@ func (s *Settings) RepoOptions() (repo.Options, error) {
 // else PasswordFile or RESTIC_PASSWORD_FILE (see ReadPasswordFile), else
 // RESTIC_PASSWORD (as it is), else Prompt.
 func (s *Settings) Password(ctx context.Context) (string, error) {
-	file := s.PasswordFile
-	if file == "" {
-		file = s.getenv("RESTIC_PASSWORD_FILE")
-	}
-	cmdline := s.PasswordCommand
-	if cmdline == "" {
-		cmdline = s.getenv("RESTIC_PASSWORD_COMMAND")
-	}
+	file := s.setOrEnv(s.PasswordFile, "RESTIC_PASSWORD_FILE")
+	cmdline := s.setOrEnv(s.PasswordCommand, "RESTIC_PASSWORD_COMMAND")
 	switch {
 	case file != "" && cmdline != "":
 		return "", errors.New("a password file and a password command are mutually exclusive (--password-file / RESTIC_PASSWORD_FILE and --password-command / RESTIC_PASSWORD_COMMAND)")

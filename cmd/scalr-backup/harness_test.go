@@ -142,28 +142,3 @@ func randomBytes(seed int64, n int) []byte {
 	rand.New(rand.NewSource(seed)).Read(b)
 	return b
 }
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use: a child's or a
-// logger's output, read while it is written.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *lockedBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *lockedBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *lockedBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}

@@ -517,7 +517,7 @@ func monStream(t *testing.T, r *e2eRepo, args ...string) (e2eResult, []monLine) 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.fx.bin, args...)
 	cmd.Env = r.env
-	var stdout lockedBuffer
+	var stdout testenv.LockedBuffer
 	cmd.Stdout = &stdout
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
@@ -675,7 +675,7 @@ func monDrillConcurrent(t *testing.T, fx *e2eFixture) {
 	defer cancel()
 	drill := exec.CommandContext(ctx, r.fx.bin, "drill", "--json", "--host", other, monDrA, monDrB)
 	drill.Env = drillEnv
-	var dout, derr lockedBuffer
+	var dout, derr testenv.LockedBuffer
 	drill.Stdout, drill.Stderr = &dout, &derr
 	start := time.Now()
 	if err := drill.Start(); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/scalr-platform/scalr-backup/backend"
 	"github.com/scalr-platform/scalr-backup/backend/local"
+	"github.com/scalr-platform/scalr-backup/internal/testenv"
 	"github.com/scalr-platform/scalr-backup/nightly"
 	"github.com/scalr-platform/scalr-backup/pgstream"
 	"github.com/scalr-platform/scalr-backup/repo"
@@ -268,7 +269,7 @@ func TestNightlyDaemonCLI(t *testing.T) {
 	}
 	addrCh := make(chan net.Addr, 1)
 	o.listening = func(ad net.Addr) { addrCh <- ad }
-	var logBuf lockedBuffer
+	var logBuf testenv.LockedBuffer
 	log := nightly.NewLogger(&logBuf, "json", false, slog.LevelInfo)
 	fw := &fakeWiring{names: []string{"scalr-app-db"}}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -503,8 +503,8 @@ func e2eHealthz(t *testing.T, addr string) e2eHealth {
 // e2eDaemon is a running `scalr-backup daemon`.
 type e2eDaemon struct {
 	cmd    *exec.Cmd
-	stderr lockedBuffer
-	stdout lockedBuffer
+	stderr testenv.LockedBuffer
+	stdout testenv.LockedBuffer
 	done   chan struct{}
 	err    error
 }

@@ -42,7 +42,7 @@ func TestNightlyWithPostgres(t *testing.T) {
 	env["SCALR_BACKUP_TEXTFILE"] = filepath.Join(t.TempDir(), "scalr_backup.prom")
 	ctx := context.Background()
 	a, out, _ := nightlyApp(env)
-	var logBuf lockedBuffer
+	var logBuf testenv.LockedBuffer
 	log := nightly.NewLogger(&logBuf, "json", false, slog.LevelDebug)
 	cfg := mustConfig(t, env)
 	w, err := a.nightlyDeps(ctx, cfg, log)
