@@ -115,7 +115,7 @@ type Repository struct {
 	dec *zstd.Decoder
 
 	// bufs recycles blob-sized buffers (see getBuf).
-	bufs sync.Pool
+	bufs bufPool
 
 	idxOnce sync.Once
 	idxErr  error

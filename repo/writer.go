@@ -392,26 +392,52 @@ func (r *Repository) LoadBlob(ctx context.Context, h BlobHandle) ([]byte, error)
 // getBuf returns an empty buffer with at least n bytes of capacity from
 // the repository's pool; putBuf gives it back. Blob buffers are the
 // backup's main garbage, and reusing them keeps the heap near its floor.
-func (r *Repository) getBuf(n int) []byte {
-	if n > pooledBufSize {
-		// Chunks near the 8 MiB maximum are rare: not worth keeping.
-		return make([]byte, 0, n)
-	}
-	if v := r.bufs.Get(); v != nil {
-		return (*(v.(*[]byte)))[:0]
-	}
-	return make([]byte, 0, pooledBufSize)
+func (r *Repository) getBuf(n int) []byte { return r.bufs.get(n) }
+
+func (r *Repository) putBuf(b []byte) { r.bufs.put(b) }
+
+// bufPool keeps blob buffers in a few size classes. One class of the
+// largest size made every buffer cost 2 MiB while most hold far less (a
+// compressed text chunk is a few hundred KiB): those idle and in-flight
+// 2 MiB buffers were the largest part of a backup's live heap.
+type bufPool struct {
+	classes [bufClasses]sync.Pool
 }
 
+// bufClasses is the number of size classes: 320 KiB, 576 KiB, 1088 KiB
+// and pooledBufSize, each a power of two plus room for the sealing
+// overhead and a compressor's slack.
+const bufClasses = 4
+
+func bufClassSize(i int) int { return 256<<10<<i + 64<<10 }
+
 // pooledBufSize fits a typical chunk (about 1 MiB, mostly under 2 MiB)
-// after compression or sealing; every pooled buffer has exactly this
-// capacity, so the pool never fills up with ever larger buffers.
+// after compression or sealing: the largest class. Chunks near the 8 MiB
+// maximum are rare and not worth keeping.
 const pooledBufSize = 2<<20 + 64<<10
 
-func (r *Repository) putBuf(b []byte) {
-	if cap(b) != pooledBufSize {
-		return
+func (p *bufPool) get(n int) []byte {
+	for i := 0; i < bufClasses; i++ {
+		size := bufClassSize(i)
+		if n > size {
+			continue
+		}
+		if v := p.classes[i].Get(); v != nil {
+			return (*(v.(*[]byte)))[:0]
+		}
+		return make([]byte, 0, size)
 	}
-	b = b[:0]
-	r.bufs.Put(&b)
+	return make([]byte, 0, n)
+}
+
+// put keeps b only if it has exactly a class's capacity, so a class never
+// fills up with buffers grown past its size.
+func (p *bufPool) put(b []byte) {
+	for i := 0; i < bufClasses; i++ {
+		if cap(b) == bufClassSize(i) {
+			b = b[:0]
+			p.classes[i].Put(&b)
+			return
+		}
+	}
 }
