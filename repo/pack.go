@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"sync"
 
 	"github.com/scalr-platform/scalr-backup/backend"
@@ -134,11 +135,14 @@ func PackSize(blobs []Blob) int64 {
 	return n + crypto.Overhead + 4
 }
 
-// packBuilder collects sealed blobs of one type into a pack in memory,
-// hashing (SHA-256, for the name) as bytes are appended, so the finished
-// pack is never read a second time to be named.
+// packBuilder collects sealed blobs of one type into a pack, hashing
+// (SHA-256, for the name) as bytes are appended, so the finished pack is
+// never read a second time to be named. The bytes go to a spool file when
+// there is one (see newSpooledPackBuilder), else to buf in memory.
 type packBuilder struct {
 	buf   []byte
+	spool *os.File
+	n     int // bytes appended so far
 	blobs []Blob
 	sha   hash.Hash
 }
@@ -147,53 +151,128 @@ func newPackBuilder(capacity int) *packBuilder {
 	return &packBuilder{buf: make([]byte, 0, capacity), sha: sha256.New()}
 }
 
-func (p *packBuilder) add(h BlobHandle, sealed []byte, uncompressed uint32) {
-	p.blobs = append(p.blobs, Blob{BlobHandle: h, Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), UncompressedLength: uncompressed})
-	p.buf = append(p.buf, sealed...)
-	p.sha.Write(sealed)
+// newSpooledPackBuilder builds a pack in f, an empty file that only this
+// builder and the finished pack use (it is closed by finishedPack.close).
+func newSpooledPackBuilder(f *os.File) *packBuilder {
+	return &packBuilder{spool: f, sha: sha256.New()}
 }
 
-func (p *packBuilder) size() int { return len(p.buf) }
+// newSpoolFile creates an unnamed temporary file in os.TempDir (TMPDIR):
+// its name is removed at once, so it holds only ciphertext, only while
+// open, and nothing is left behind by a crash.
+func newSpoolFile() (*os.File, error) {
+	f, err := os.CreateTemp("", "scalr-backup-pack-")
+	if err != nil {
+		return nil, fmt.Errorf("pack spool file: %w", err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pack spool file: unlink %s: %w", f.Name(), err)
+	}
+	return f, nil
+}
 
-// finishedPack is a complete pack ready to upload.
+// add appends a sealed blob. A failed spool write leaves the builder
+// unusable (the caller drops the pack).
+func (p *packBuilder) add(h BlobHandle, sealed []byte, uncompressed uint32) error {
+	if err := p.write(sealed); err != nil {
+		return err
+	}
+	p.blobs = append(p.blobs, Blob{BlobHandle: h, Offset: uint32(p.n), Length: uint32(len(sealed)), UncompressedLength: uncompressed})
+	p.n += len(sealed)
+	return nil
+}
+
+func (p *packBuilder) write(b []byte) error {
+	if p.spool != nil {
+		if _, err := p.spool.Write(b); err != nil {
+			return fmt.Errorf("pack spool file: write: %w", err)
+		}
+	} else {
+		p.buf = append(p.buf, b...)
+	}
+	p.sha.Write(b)
+	return nil
+}
+
+func (p *packBuilder) size() int { return p.n }
+
+// discard releases the spool file of a pack that will not be finished.
+func (p *packBuilder) discard() {
+	if p.spool != nil {
+		p.spool.Close()
+		p.spool = nil
+	}
+}
+
+// finishedPack is a complete pack ready to upload: in data, or in spool
+// (size bytes from offset 0) when it was spooled.
 type finishedPack struct {
 	id      ID
 	data    []byte
+	spool   *os.File
+	size    int64
 	blobs   []Blob
 	md5Once sync.Once
 	md5     []byte
 }
 
-// finish appends the sealed header and its length.
-func (p *packBuilder) finish(key *crypto.Key) (*finishedPack, error) {
+// finish appends the sealed header and its length. On error a spooled
+// pack's file is closed.
+func (p *packBuilder) finish(key *crypto.Key) (fp *finishedPack, err error) {
+	defer func() {
+		if err != nil {
+			p.discard()
+		}
+	}()
 	hdr, err := EncodeHeader(p.blobs)
 	if err != nil {
 		return nil, err
 	}
-	start := len(p.buf)
-	p.buf, err = key.Seal(p.buf, hdr)
+	tail, err := key.Seal(make([]byte, 0, len(hdr)+crypto.Overhead+4), hdr)
 	if err != nil {
 		return nil, err
 	}
-	p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(p.buf)-start))
-	p.sha.Write(p.buf[start:])
+	tail = binary.LittleEndian.AppendUint32(tail, uint32(len(tail)))
+	if err := p.write(tail); err != nil {
+		return nil, err
+	}
+	p.n += len(tail)
 	var id ID
 	copy(id[:], p.sha.Sum(nil))
-	if int64(len(p.buf)) != PackSize(p.blobs) {
-		return nil, fmt.Errorf("pack %s: size %d does not match its header (%d)", id.Str(), len(p.buf), PackSize(p.blobs))
+	if int64(p.n) != PackSize(p.blobs) {
+		return nil, fmt.Errorf("pack %s: size %d does not match its header (%d)", id.Str(), p.n, PackSize(p.blobs))
 	}
-	return &finishedPack{id: id, data: p.buf, blobs: p.blobs}, nil
+	return &finishedPack{id: id, data: p.buf, spool: p.spool, size: int64(p.n), blobs: p.blobs}, nil
+}
+
+// close releases the spool file, if any; its bytes are gone with it.
+func (f *finishedPack) close() {
+	if f.spool != nil {
+		f.spool.Close()
+		f.spool = nil
+	}
 }
 
 // source lets an upload retry from the first byte without copying the pack.
-func (f *finishedPack) source() backend.Source { return &packSource{f: f} }
+func (f *finishedPack) source() backend.Source {
+	s := &packSource{f: f}
+	if f.spool != nil {
+		s.file = io.NewSectionReader(f.spool, 0, f.size)
+	}
+	return s
+}
 
 type packSource struct {
-	f   *finishedPack
-	pos int
+	f    *finishedPack
+	file *io.SectionReader // nil for a pack in memory
+	pos  int
 }
 
 func (s *packSource) Read(b []byte) (int, error) {
+	if s.file != nil {
+		return s.file.Read(b)
+	}
 	if s.pos >= len(s.f.data) {
 		return 0, io.EOF
 	}
@@ -201,15 +280,34 @@ func (s *packSource) Read(b []byte) (int, error) {
 	s.pos += n
 	return n, nil
 }
-func (s *packSource) Rewind() error { s.pos = 0; return nil }
-func (s *packSource) Length() int64 { return int64(len(s.f.data)) }
+
+func (s *packSource) Rewind() error {
+	s.pos = 0
+	if s.file != nil {
+		_, err := s.file.Seek(0, io.SeekStart)
+		return err
+	}
+	return nil
+}
+
+func (s *packSource) Length() int64 { return s.f.size }
 
 // MD5 is computed on first use, on the uploader's goroutine: only backends
 // that send Content-MD5 (S3) ask, and a local backend never pays for it.
+// A spool file that cannot be read back yields nil (no digest); the upload
+// then reads it again and fails there, naming the error.
 func (s *packSource) MD5() []byte {
 	s.f.md5Once.Do(func() {
-		sum := md5.Sum(s.f.data)
-		s.f.md5 = sum[:]
+		if s.f.spool == nil {
+			sum := md5.Sum(s.f.data)
+			s.f.md5 = sum[:]
+			return
+		}
+		h := md5.New()
+		if _, err := io.Copy(h, io.NewSectionReader(s.f.spool, 0, s.f.size)); err != nil {
+			return
+		}
+		s.f.md5 = h.Sum(nil)
 	})
 	return s.f.md5
 }

@@ -15,15 +15,19 @@ package repo
 //	go tool pprof -top repo.test cpu.pprof
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/scalr-platform/scalr-backup/backend/mem"
+	"github.com/scalr-platform/scalr-backup/chunker"
 	"github.com/scalr-platform/scalr-backup/internal/bench"
 )
 
@@ -149,7 +153,8 @@ func BenchmarkZstdEncoderConcurrency(b *testing.B) {
 	chunks := benchChunks(b, 16, size, true)
 	for _, conc := range []int{1, runtime.GOMAXPROCS(0)} {
 		enc, err := zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithEncoderLevel(zstd.SpeedFastest), // what auto uses
+
 			zstd.WithEncoderCRC(false),
 			zstd.WithWindowSize(512<<10),
 			zstd.WithEncoderConcurrency(conc),
@@ -302,4 +307,95 @@ func (s *sliceReader) Read(p []byte) (int, error) {
 	n := copy(p, s.data[s.pos:])
 	s.pos += n
 	return n, nil
+}
+
+// BenchmarkCeiling computes the best single-stream throughput this machine
+// allows: each stage of a backup is run alone on one locked thread over
+// 64 MiB of the `make bench` stream, in the pipeline's order (cut, SHA-256
+// of the chunk, zstd at auto, seal, read-back check, SHA-256 of the sealed
+// bytes for the pack's name), and its CPU time (RUSAGE_THREAD) is
+// recorded. I/O, copies into packs, uploads and garbage collection are
+// left out, so no backup can beat the figures. With P CPUs the cutting
+// runs on one goroutine beside the others, so a first backup is bounded
+// by min(chunker rate, P / total CPU per byte), a deduplicating one (cut
+// and hash only) by min(chunker rate, P / (cut + hash)). Metrics are MB/s
+// (1e6 bytes per second): per CPU second for the stages, wall for the
+// ceilings.
+func BenchmarkCeiling(b *testing.B) {
+	const size = 64 << 20
+	data, err := io.ReadAll(bench.Stream(bench.DefaultSeed, size))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := benchRepo(b, Options{})
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const (
+		stCut = iota
+		stHash
+		stZstd
+		stSeal
+		stVerify
+		stPackHash
+		nStages
+	)
+	names := [nStages]string{"cut", "sha256", "zstd", "seal", "verify", "packhash"}
+	var cpu [nStages]time.Duration
+	clock := func(st int, f func()) {
+		t0 := threadCPU()
+		f()
+		cpu[st] += threadCPU() - t0
+	}
+	pool := chunker.NewPool(2)
+	ctx := context.Background()
+	comp := make([]byte, 0, chunker.MaxSize+chunker.MaxSize/64)
+	sealed := make([]byte, 0, cap(comp)+64)
+	opened := make([]byte, 0, cap(sealed))
+	plain := make([]byte, 0, chunker.MaxSize)
+	b.SetBytes(size)
+	for b.Loop() {
+		c := chunker.New(&sliceReader{data: data}, r.cfg.ChunkerPolynomial, pool)
+		for {
+			var ch chunker.Chunk
+			var err error
+			clock(stCut, func() { ch, err = c.Next(ctx) })
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			clock(stHash, func() { sha256.Sum256(ch.Data) })
+			clock(stZstd, func() { comp = r.enc.EncodeAll(ch.Data, comp[:0]) })
+			clock(stSeal, func() { sealed, err = r.key.Seal(sealed[:0], comp) })
+			if err != nil {
+				b.Fatal(err)
+			}
+			clock(stVerify, func() {
+				opened, err = r.key.Open(opened[:0], sealed)
+				if err == nil {
+					plain, err = r.dec.DecodeAll(opened, plain[:0])
+				}
+				if err == nil && !bytes.Equal(plain, ch.Data) {
+					b.Fatal("read-back differs")
+				}
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			clock(stPackHash, func() { sha256.Sum256(sealed) })
+			ch.Release()
+		}
+	}
+	n := float64(b.N) * size / 1e6 // MB processed per stage
+	var total time.Duration
+	for st, d := range cpu {
+		b.ReportMetric(n/d.Seconds(), names[st]+"-MB/cpu-s")
+		total += d
+	}
+	p := float64(runtime.GOMAXPROCS(0))
+	cut := n / cpu[stCut].Seconds()
+	b.ReportMetric(min(cut, p*n/total.Seconds()), "ceiling-new-MB/s")
+	b.ReportMetric(min(cut, p*n/(cpu[stCut]+cpu[stHash]).Seconds()), "ceiling-dedup-MB/s")
+	b.ReportMetric(n/total.Seconds(), "new-MB/cpu-s")
 }

@@ -160,7 +160,18 @@ func (w *Writer) commit(ctx context.Context, sb sealedBlob) error {
 		p = w.newPackBuilder()
 		w.packs[sb.h.Type] = p
 	}
-	p.add(sb.h, sb.sealed, sb.ulen)
+	if err := p.add(sb.h, sb.sealed, sb.ulen); err != nil {
+		// The pack's blobs are lost with it: the session cannot go on.
+		delete(w.packs, sb.h.Type)
+		p.discard()
+		w.mu.Unlock()
+		w.r.putBuf(sb.sealed)
+		if full != nil {
+			full.discard()
+		}
+		w.fail(err)
+		return err
+	}
 	if sb.h.Type == DataBlob {
 		w.stats.DataBlobs++
 	} else {
@@ -176,7 +187,14 @@ func (w *Writer) commit(ctx context.Context, sb sealedBlob) error {
 	return w.upload(ctx, full)
 }
 
+// newPackBuilder starts a pack in a spool file (see newSpoolFile), so a
+// pack being filled or uploaded costs no memory: packs held in memory were
+// most of a backup's peak RSS. Without a usable temporary folder the pack
+// is built in memory, as before, rather than failing the backup.
 func (w *Writer) newPackBuilder() *packBuilder {
+	if f, err := newSpoolFile(); err == nil {
+		return newSpooledPackBuilder(f)
+	}
 	// A pack is closed before a blob would take it past the target size,
 	// so only a single blob larger than the target makes the buffer grow.
 	capacity := w.r.opts.PackSize + 64<<10
@@ -200,8 +218,10 @@ func (w *Writer) upload(ctx context.Context, p *packBuilder) error {
 	select {
 	case w.uploadSlots <- struct{}{}:
 	case <-ctx.Done():
+		fp.close()
 		return ctx.Err()
 	case <-w.ctx.Done():
+		fp.close()
 		return w.ctx.Err()
 	}
 	w.mu.Lock()
@@ -210,6 +230,7 @@ func (w *Writer) upload(ctx context.Context, p *packBuilder) error {
 	w.uploads.Add(1)
 	go func() {
 		defer func() {
+			fp.close()
 			<-w.uploadSlots
 			w.uploads.Done()
 		}()
@@ -220,9 +241,11 @@ func (w *Writer) upload(ctx context.Context, p *packBuilder) error {
 		}
 		// Only a stored pack enters the index.
 		w.idx.addStored(fp.id, fp.blobs)
-		select {
-		case w.freeBufs <- fp.data[:0]:
-		default:
+		if fp.spool == nil {
+			select {
+			case w.freeBufs <- fp.data[:0]:
+			default:
+			}
 		}
 	}()
 	return nil
@@ -246,11 +269,17 @@ func (w *Writer) flushPacks(ctx context.Context) error {
 		p := w.packs[t]
 		delete(w.packs, t)
 		w.mu.Unlock()
-		if p != nil && len(p.blobs) > 0 {
-			if err := w.upload(ctx, p); err != nil {
-				w.uploads.Wait()
-				return err
-			}
+		if p == nil {
+			continue
+		}
+		if len(p.blobs) == 0 {
+			p.discard()
+			continue
+		}
+		if err := w.upload(ctx, p); err != nil {
+			// Abort closes the spool file of the pack not yet uploaded.
+			w.Abort()
+			return err
 		}
 	}
 	w.uploads.Wait()
@@ -261,6 +290,9 @@ func (w *Writer) flushPacks(ctx context.Context) error {
 // was uploaded stays unreferenced until a prune removes it.
 func (w *Writer) Abort() {
 	w.mu.Lock()
+	for _, p := range w.packs {
+		p.discard()
+	}
 	w.packs = map[BlobType]*packBuilder{}
 	w.mu.Unlock()
 	w.uploads.Wait()
@@ -360,26 +392,52 @@ func (r *Repository) LoadBlob(ctx context.Context, h BlobHandle) ([]byte, error)
 // getBuf returns an empty buffer with at least n bytes of capacity from
 // the repository's pool; putBuf gives it back. Blob buffers are the
 // backup's main garbage, and reusing them keeps the heap near its floor.
-func (r *Repository) getBuf(n int) []byte {
-	if n > pooledBufSize {
-		// Chunks near the 8 MiB maximum are rare: not worth keeping.
-		return make([]byte, 0, n)
-	}
-	if v := r.bufs.Get(); v != nil {
-		return (*(v.(*[]byte)))[:0]
-	}
-	return make([]byte, 0, pooledBufSize)
+func (r *Repository) getBuf(n int) []byte { return r.bufs.get(n) }
+
+func (r *Repository) putBuf(b []byte) { r.bufs.put(b) }
+
+// bufPool keeps blob buffers in a few size classes. One class of the
+// largest size made every buffer cost 2 MiB while most hold far less (a
+// compressed text chunk is a few hundred KiB): those idle and in-flight
+// 2 MiB buffers were the largest part of a backup's live heap.
+type bufPool struct {
+	classes [bufClasses]sync.Pool
 }
 
+// bufClasses is the number of size classes: 320 KiB, 576 KiB, 1088 KiB
+// and pooledBufSize, each a power of two plus room for the sealing
+// overhead and a compressor's slack.
+const bufClasses = 4
+
+func bufClassSize(i int) int { return 256<<10<<i + 64<<10 }
+
 // pooledBufSize fits a typical chunk (about 1 MiB, mostly under 2 MiB)
-// after compression or sealing; every pooled buffer has exactly this
-// capacity, so the pool never fills up with ever larger buffers.
+// after compression or sealing: the largest class. Chunks near the 8 MiB
+// maximum are rare and not worth keeping.
 const pooledBufSize = 2<<20 + 64<<10
 
-func (r *Repository) putBuf(b []byte) {
-	if cap(b) != pooledBufSize {
-		return
+func (p *bufPool) get(n int) []byte {
+	for i := 0; i < bufClasses; i++ {
+		size := bufClassSize(i)
+		if n > size {
+			continue
+		}
+		if v := p.classes[i].Get(); v != nil {
+			return (*(v.(*[]byte)))[:0]
+		}
+		return make([]byte, 0, size)
 	}
-	b = b[:0]
-	r.bufs.Put(&b)
+	return make([]byte, 0, n)
+}
+
+// put keeps b only if it has exactly a class's capacity, so a class never
+// fills up with buffers grown past its size.
+func (p *bufPool) put(b []byte) {
+	for i := 0; i < bufClasses; i++ {
+		if cap(b) == bufClassSize(i) {
+			b = b[:0]
+			p.classes[i].Put(&b)
+			return
+		}
+	}
 }

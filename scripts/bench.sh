@@ -5,16 +5,20 @@
 #   1. go build ./... and bin/scalr-backup
 #   2. scripts/test-setup.sh (restic 0.18.1, versitygw; idempotent)
 #   3. TestBenchTable in internal/bench (SCALR_BACKUP_BENCH=1): backup,
-#      backup again and dump, against a local folder, versitygw on loopback
-#      and versitygw behind a proxy adding latency; prints the table and
-#      writes it as markdown (path printed at the end)
+#      backup again, dump and check --read-data, against a local folder,
+#      versitygw on loopback and versitygw behind a proxy adding latency;
+#      the piped memory run; `run` on a real Postgres container against
+#      pg_dump alone; then the targets table (pass/FAIL per row). Printed,
+#      and written as markdown (path printed at the end)
 #   4. go test -bench . ./chunker ./repo (chunker, blob worker, packer,
-#      restore reader, whole pipeline in memory)
+#      restore reader, whole pipeline in memory, and BenchmarkCeiling: the
+#      best single-stream throughput the stages allow on this machine)
 #
 # Environment (see internal/bench/bench_test.go for all of it):
 #   SCALR_BENCH_SIZE=256MiB      input size (default 1GiB)
 #   SCALR_BENCH_REPEAT=3         best of 3 runs per case
 #   SCALR_BENCH_MEMORY=1         also the 4 GiB memory run (0: no memory runs)
+#   SCALR_BENCH_RUN_SIZE=256MiB  table size of the `run` row (default 1GiB; 0 skips)
 #   SCALR_BENCH_STAGES=0         skip step 4
 #   SCALR_BENCH_SETUP=0          skip step 2 (tools already installed)
 #   SCALR_BENCH_TIMEOUT=3h       go test timeout of step 3 (default 2h)

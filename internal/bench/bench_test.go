@@ -22,6 +22,9 @@ package bench
 //	SCALR_BENCH_PROFILE  a folder: also back up the input in-process through
 //	                     the library into a local repository and write
 //	                     cpu.pprof and heap.pprof there
+//	SCALR_BENCH_RUN_SIZE size of the table `run` dumps from a real Postgres
+//	                     container in a private dockerd (default 1GiB of
+//	                     table data; 0 skips the row)
 //
 // The input is generated once into a file on /dev/shm (or the temporary
 // folder when /dev/shm lacks room), so both tools read identical bytes at
@@ -72,12 +75,13 @@ type benchConfig struct {
 	targets []string
 	out     string
 	profile string
+	runSize int64 // table data of the run-vs-pg_dump row; 0: skip it
 }
 
 func loadConfig(t *testing.T) benchConfig {
 	t.Helper()
 	c := benchConfig{size: 1 << 30, seed: DefaultSeed, repeat: 1, latency: 20 * time.Millisecond,
-		memory: []int64{1 << 30}, targets: []string{"local", "s3", "s3-latency"}}
+		memory: []int64{1 << 30}, targets: []string{"local", "s3", "s3-latency"}, runSize: 1 << 30}
 	var err error
 	if v := os.Getenv("SCALR_BENCH_SIZE"); v != "" {
 		if c.size, err = parseSize(v); err != nil || c.size < 1 {
@@ -123,6 +127,11 @@ func loadConfig(t *testing.T) benchConfig {
 		c.out = filepath.Join(os.TempDir(), "scalr-backup-bench", "bench-results.md")
 	}
 	c.profile = os.Getenv("SCALR_BENCH_PROFILE")
+	if v := os.Getenv("SCALR_BENCH_RUN_SIZE"); v != "" {
+		if c.runSize, err = parseSize(v); err != nil || c.runSize < 0 {
+			t.Fatalf("SCALR_BENCH_RUN_SIZE=%q: %v", v, err)
+		}
+	}
 	return c
 }
 
@@ -265,7 +274,7 @@ func (c benchCase) label(targets map[string]*target) string {
 	return fmt.Sprintf("(%s) %s %s", c.id, targets[c.target].label, c.step)
 }
 
-var steps = []string{"backup (new repo)", "backup again (dedup)", "dump to /dev/null"}
+var steps = []string{"backup (new repo)", "backup again (dedup)", "dump to /dev/null", "check --read-data"}
 
 // result is the best run of a case per tool.
 type result map[string]measurement
@@ -337,7 +346,7 @@ func TestBenchTable(t *testing.T) {
 
 	var cases []benchCase
 	results := map[benchCase]result{}
-	// Letters are fixed per target (local a-c, s3 d-f, s3-latency g-i),
+	// Letters are fixed per target (local a-d, s3 e-h, s3-latency i-l),
 	// so a run of some targets only labels its rows like a full run.
 	allTargets := []string{"local", "s3", "s3-latency"}
 	for _, tg := range order {
@@ -385,12 +394,15 @@ func TestBenchTable(t *testing.T) {
 	for _, size := range cfg.memory {
 		mem = append(mem, memoryRun(ctx, t, tools, cfg, size, pwFile))
 	}
+	run := runVsPgDump(ctx, t, cfg, ours, pwFile)
 	if cfg.profile != "" {
 		profileBackup(ctx, t, cfg, input)
 	}
 
 	mach.loadEnd = loadAvg()
 	md := render(cfg, mach, tools, cases, targets, results, repoSizes, mem, input)
+	md += run.render()
+	md += renderTargets(cases, targets, results, repoSizes, mem, run)
 	fmt.Print("\n" + md + "\n")
 	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 		t.Fatal(err)
@@ -420,6 +432,8 @@ func runCase(ctx context.Context, t *testing.T, tl *tool, c benchCase, tg *targe
 		args := []string{"backup", "--stdin", "--stdin-filename", streamName, "--host", "bench"}
 		m, err = runChild(ctx, tl.bin, args, env, f, nil)
 		f.Close()
+	case strings.HasPrefix(c.step, "check"):
+		m, err = runChild(ctx, tl.bin, []string{"check", "--read-data"}, env, nil, nil)
 	default:
 		hw := newHashWriter()
 		m, err = runChild(ctx, tl.bin, []string{"dump", "latest", "/" + streamName}, env, nil, hw)
