@@ -5,8 +5,11 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/scalr-platform/scalr-backup/nightly"
+	"github.com/scalr-platform/scalr-backup/pgstream"
+	"github.com/scalr-platform/scalr-backup/repo"
 	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
 
@@ -49,5 +52,39 @@ func TestServiceWiring(t *testing.T) {
 	s := w.Service(nil, nil)
 	if s.Discoverer != w || s.Backup == nil || s.Drill == nil || s.Logger == nil || s.Config.Host != "h" {
 		t.Fatalf("service not wired: %+v", s)
+	}
+}
+
+// TestDrillConventions: pgstream writes drill records, nightly forgets and
+// reports them; each keeps its own constants (neither imports the other),
+// so this package, which knows both, holds them equal.
+func TestDrillConventions(t *testing.T) {
+	pairs := [][2]string{
+		{pgstream.DrillTag, nightly.DrillTag},
+		{pgstream.DrillOfTagPrefix, nightly.DrillOfTagPrefix},
+		{pgstream.DrillPassedTag, nightly.DrillPassedTag},
+		{pgstream.DrillFailedTag, nightly.DrillFailedTag},
+	}
+	for _, p := range pairs {
+		if p[0] != p[1] {
+			t.Errorf("pgstream writes %q where nightly reads %q", p[0], p[1])
+		}
+	}
+	// A drill record as pgstream writes it is no container backup to
+	// nightly (forget must keep its own retention for records).
+	now := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+	rec := &repo.Snapshot{Paths: []string{pgstream.DrillRecordPath("scalr-app-db")}, Time: now, Hostname: "h",
+		Tags: []string{pgstream.DrillTag, pgstream.DrillOfTagPrefix + "scalr-app-db", pgstream.DrillPassedTag}}
+	if name, ok := nightly.ContainerOf(rec); ok {
+		t.Errorf("nightly takes a drill record for a backup of %s", name)
+	}
+	backup := &repo.Snapshot{Paths: []string{"/scalr-app-db"}, Tags: []string{"scalr-app-db"}, Time: now.Add(-time.Hour), Hostname: "h"}
+	if name, ok := nightly.ContainerOf(backup); !ok || name != "scalr-app-db" {
+		t.Errorf("a backup: %q %v", name, ok)
+	}
+	// And nightly's inventory reads the record as the container's drill.
+	inv := nightly.Inventory([]*repo.Snapshot{backup, rec}, "h")
+	if len(inv) != 1 || !inv[0].LastDrill.Equal(now) || !inv[0].LastDrillPassed || inv[0].Snapshots != 1 {
+		t.Errorf("inventory %+v; want one container, one backup, a passed drill at %s", inv, now)
 	}
 }
