@@ -73,6 +73,10 @@ type Settings struct {
 	// Skipped is told of each unreadable file a listing passes over (see
 	// repo.Options.Skipped).
 	Skipped func(repo.SkippedFile)
+	// Opened, if set, is told of each storage OpenBackend opens, before
+	// anything is asked of it: a caller can then report the requests made
+	// even when opening the repository fails (the CLI's --verbose).
+	Opened func(*open.Opened)
 }
 
 func (s *Settings) getenv(k string) string {
@@ -211,10 +215,16 @@ func (s *Settings) OpenBackend(ctx context.Context, create bool) (*open.Opened, 
 	}
 	retry.Log = s.Retry
 	opts := open.Options{Getenv: s.getenv, Extended: s.Options, Retry: retry}
+	var o *open.Opened
 	if create {
-		return open.Create(ctx, loc, opts)
+		o, err = open.Create(ctx, loc, opts)
+	} else {
+		o, err = open.Open(ctx, loc, opts)
 	}
-	return open.Open(ctx, loc, opts)
+	if err == nil && s.Opened != nil {
+		s.Opened(o)
+	}
+	return o, err
 }
 
 // Open opens the repository with its password. Closing the repository

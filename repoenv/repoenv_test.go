@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/scalr-platform/scalr-backup/backend"
+	"github.com/scalr-platform/scalr-backup/backend/open"
 	"github.com/scalr-platform/scalr-backup/repo"
 	"github.com/scalr-platform/scalr-backup/repo/repotest"
 )
@@ -183,7 +184,12 @@ func TestOpen(t *testing.T) {
 	}
 	defer r.Close()
 	s.Getenv = envOf(map[string]string{"RESTIC_REPOSITORY": dir})
+	var told int
+	s.Opened = func(*open.Opened) { told++ }
 	if _, err := s.Open(context.Background()); err == nil || !strings.Contains(err.Error(), "no password") {
 		t.Errorf("no password: %v", err)
+	}
+	if told != 1 {
+		t.Errorf("Opened told %d times of a storage opened before a failure; want 1", told)
 	}
 }

@@ -94,6 +94,7 @@ func (a *app) nightlyLogger(cfg nightly.Config) *slog.Logger {
 func (a *app) nightlyOpener(cfg nightly.Config, log *slog.Logger) func(ctx context.Context) (*repo.Repository, error) {
 	return func(ctx context.Context) (*repo.Repository, error) {
 		s := a.settings(openPrompt)
+		s.Opened = nil // a pass reports its own requests (nightly.WithRequests)
 		if s.LockRetry == 0 {
 			s.LockRetry = cfg.RetryLock
 		}

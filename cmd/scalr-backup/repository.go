@@ -14,7 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/scalr-platform/scalr-backup/backend"
-	"github.com/scalr-platform/scalr-backup/nightly"
+	"github.com/scalr-platform/scalr-backup/backend/open"
 	"github.com/scalr-platform/scalr-backup/repo"
 	"github.com/scalr-platform/scalr-backup/repoenv"
 )
@@ -37,6 +37,7 @@ func (a *app) settings(prompt string) *repoenv.Settings {
 		CommandStderr:   a.stderr,
 		Retry:           a.storageRetry,
 		Skipped:         a.skippedFile,
+		Opened:          func(o *open.Opened) { a.counts = o.Counts },
 	}
 }
 
@@ -82,7 +83,6 @@ func (a *app) openBackend(ctx context.Context, create bool) (backend.Backend, er
 	if err != nil {
 		return nil, err
 	}
-	a.counts = o.Counts
 	return o, nil
 }
 
@@ -103,9 +103,5 @@ func (a *app) storageRetry(ev backend.RetryEvent) {
 
 // openRepo opens the repository with its password.
 func (a *app) openRepo(ctx context.Context) (*repo.Repository, error) {
-	r, err := a.settings(openPrompt).Open(ctx)
-	if err == nil {
-		a.counts = nightly.CountingOf(r.Backend())
-	}
-	return r, err
+	return a.settings(openPrompt).Open(ctx)
 }
