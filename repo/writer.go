@@ -348,6 +348,41 @@ func (r *Repository) openBlob(b Blob, sealed []byte, dst []byte) ([]byte, error)
 	return plain, nil
 }
 
+// openBlobPooled is openBlob into a buffer from the pool (see getBuf),
+// which the caller gives back with putBuf once done with the plaintext.
+func (r *Repository) openBlobPooled(b Blob, sealed []byte) ([]byte, error) {
+	if uint32(len(sealed)) != b.Length {
+		return nil, fmt.Errorf("%v: read %d bytes, want %d", b.BlobHandle, len(sealed), b.Length)
+	}
+	plain, err := r.key.Open(r.getBuf(len(sealed)), sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%v: decrypt: %w", b.BlobHandle, err)
+	}
+	if b.IsCompressed() {
+		// The index's length sizes the buffer only when it is plausible.
+		var dst []byte
+		if b.UncompressedLength <= pooledBufSize {
+			dst = r.getBuf(int(b.UncompressedLength))
+		}
+		out, err := r.dec.DecodeAll(plain, dst)
+		r.putBuf(plain)
+		if err != nil {
+			r.putBuf(dst)
+			return nil, fmt.Errorf("%v: decompress: %w", b.BlobHandle, err)
+		}
+		if uint32(len(out)) != b.UncompressedLength {
+			r.putBuf(out)
+			return nil, fmt.Errorf("%v: decompressed to %d bytes, index says %d", b.BlobHandle, len(out), b.UncompressedLength)
+		}
+		plain = out
+	}
+	if got := Hash(plain); got != b.ID {
+		r.putBuf(plain)
+		return nil, fmt.Errorf("%v: content hash is %s", b.BlobHandle, got.Str())
+	}
+	return plain, nil
+}
+
 // verifySealed opens a freshly sealed blob and checks that it yields data.
 func (r *Repository) verifySealed(sealed []byte, ulen uint32, data []byte) error {
 	plain, err := r.key.Open(r.getBuf(len(sealed)), sealed)
