@@ -308,7 +308,12 @@ func (r *Repository) sealBlob(h BlobHandle, data []byte) ([]byte, uint32, error)
 	plain := data
 	var ulen uint32
 	if r.compressing() && len(data) > 0 {
-		plain = r.enc.EncodeAll(data, r.getBuf(len(data)/2+64))
+		// Room for the output of incompressible data (zstd stores it in
+		// raw blocks, 3 bytes a block more): half the stream is such data,
+		// and a smaller buffer made EncodeAll grow it, copying and
+		// dropping the pooled one, for every such chunk. The buffer is
+		// given back as soon as the blob is sealed.
+		plain = r.enc.EncodeAll(data, r.getBuf(len(data)+len(data)>>10+64))
 		ulen = uint32(len(data))
 		defer r.putBuf(plain)
 	}
