@@ -248,18 +248,32 @@ func procWriteBytes(t *testing.T) int64 {
 	if err != nil {
 		t.Skipf("no /proc/self/io: %v", err)
 	}
+	// Packs are spooled (encrypted) to unnamed temporary files that are
+	// closed within a second or so: the kernel counts their pages in
+	// write_bytes when dirtied and in cancelled_write_bytes when dropped
+	// unwritten, so the difference is what reached storage.
+	var written, cancelled int64
+	found := false
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "write_bytes: "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
+		k, v, ok := strings.Cut(sc.Text(), ": ")
+		if !ok || (k != "write_bytes" && k != "cancelled_write_bytes") {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k == "write_bytes" {
+			written, found = n, true
+		} else {
+			cancelled = n
 		}
 	}
-	t.Fatalf("/proc/self/io has no write_bytes: %s", b)
-	return 0
+	if !found {
+		t.Fatalf("/proc/self/io has no write_bytes: %s", b)
+	}
+	return written - cancelled
 }
 
 // writer inserts into events, one committed row at a time, until stopped.

@@ -318,7 +318,9 @@ func (s *sliceReader) Read(p []byte) (int, error) {
 // left out, so no backup can beat the figures. With P CPUs the cutting
 // runs on one goroutine beside the others, so a first backup is bounded
 // by min(chunker rate, P / total CPU per byte), a deduplicating one (cut
-// and hash only) by min(chunker rate, P / (cut + hash)). Metrics are MB/s
+// and hash only) by min(chunker rate, P / (cut + hash)); a dump (open,
+// decompress, hash each blob) by P / read, check --read-data by
+// P / (read + pack hash). Metrics are MB/s
 // (1e6 bytes per second): per CPU second for the stages, wall for the
 // ceilings.
 func BenchmarkCeiling(b *testing.B) {
@@ -337,9 +339,10 @@ func BenchmarkCeiling(b *testing.B) {
 		stSeal
 		stVerify
 		stPackHash
+		stRead // not part of a backup: what a dump does per blob
 		nStages
 	)
-	names := [nStages]string{"cut", "sha256", "zstd", "seal", "verify", "packhash"}
+	names := [nStages]string{"cut", "sha256", "zstd", "seal", "verify", "packhash", "read"}
 	var cpu [nStages]time.Duration
 	clock := func(st int, f func()) {
 		t0 := threadCPU()
@@ -365,7 +368,8 @@ func BenchmarkCeiling(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			clock(stHash, func() { sha256.Sum256(ch.Data) })
+			var id [32]byte
+			clock(stHash, func() { id = sha256.Sum256(ch.Data) })
 			clock(stZstd, func() { comp = r.enc.EncodeAll(ch.Data, comp[:0]) })
 			clock(stSeal, func() { sealed, err = r.key.Seal(sealed[:0], comp) })
 			if err != nil {
@@ -384,6 +388,18 @@ func BenchmarkCeiling(b *testing.B) {
 				b.Fatal(err)
 			}
 			clock(stPackHash, func() { sha256.Sum256(sealed) })
+			clock(stRead, func() {
+				opened, err = r.key.Open(opened[:0], sealed)
+				if err == nil {
+					plain, err = r.dec.DecodeAll(opened, plain[:0])
+				}
+				if err == nil && sha256.Sum256(plain) != id {
+					b.Fatal("read-back differs")
+				}
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
 			ch.Release()
 		}
 	}
@@ -391,11 +407,17 @@ func BenchmarkCeiling(b *testing.B) {
 	var total time.Duration
 	for st, d := range cpu {
 		b.ReportMetric(n/d.Seconds(), names[st]+"-MB/cpu-s")
-		total += d
+		if st != stRead {
+			total += d
+		}
 	}
 	p := float64(runtime.GOMAXPROCS(0))
 	cut := n / cpu[stCut].Seconds()
 	b.ReportMetric(min(cut, p*n/total.Seconds()), "ceiling-new-MB/s")
 	b.ReportMetric(min(cut, p*n/(cpu[stCut]+cpu[stHash]).Seconds()), "ceiling-dedup-MB/s")
 	b.ReportMetric(n/total.Seconds(), "new-MB/cpu-s")
+	// A dump opens, decompresses and hashes every blob, all CPUs at once;
+	// check --read-data also hashes every pack.
+	b.ReportMetric(p*n/cpu[stRead].Seconds(), "ceiling-dump-MB/s")
+	b.ReportMetric(p*n/(cpu[stRead]+cpu[stPackHash]).Seconds(), "ceiling-check-MB/s")
 }

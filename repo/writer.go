@@ -308,7 +308,12 @@ func (r *Repository) sealBlob(h BlobHandle, data []byte) ([]byte, uint32, error)
 	plain := data
 	var ulen uint32
 	if r.compressing() && len(data) > 0 {
-		plain = r.enc.EncodeAll(data, r.getBuf(len(data)/2+64))
+		// Room for the output of incompressible data (zstd stores it in
+		// raw blocks, 3 bytes a block more): half the stream is such data,
+		// and a smaller buffer made EncodeAll grow it, copying and
+		// dropping the pooled one, for every such chunk. The buffer is
+		// given back as soon as the blob is sealed.
+		plain = r.enc.EncodeAll(data, r.getBuf(len(data)+len(data)>>10+64))
 		ulen = uint32(len(data))
 		defer r.putBuf(plain)
 	}
@@ -344,6 +349,41 @@ func (r *Repository) openBlob(b Blob, sealed []byte, dst []byte) ([]byte, error)
 	}
 	if Hash(plain) != b.ID {
 		return nil, fmt.Errorf("%v: content hash is %s", b.BlobHandle, Hash(plain).Str())
+	}
+	return plain, nil
+}
+
+// openBlobPooled is openBlob into a buffer from the pool (see getBuf),
+// which the caller gives back with putBuf once done with the plaintext.
+func (r *Repository) openBlobPooled(b Blob, sealed []byte) ([]byte, error) {
+	if uint32(len(sealed)) != b.Length {
+		return nil, fmt.Errorf("%v: read %d bytes, want %d", b.BlobHandle, len(sealed), b.Length)
+	}
+	plain, err := r.key.Open(r.getBuf(len(sealed)), sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%v: decrypt: %w", b.BlobHandle, err)
+	}
+	if b.IsCompressed() {
+		// The index's length sizes the buffer only when it is plausible.
+		var dst []byte
+		if b.UncompressedLength <= pooledBufSize {
+			dst = r.getBuf(int(b.UncompressedLength))
+		}
+		out, err := r.dec.DecodeAll(plain, dst)
+		r.putBuf(plain)
+		if err != nil {
+			r.putBuf(dst)
+			return nil, fmt.Errorf("%v: decompress: %w", b.BlobHandle, err)
+		}
+		if uint32(len(out)) != b.UncompressedLength {
+			r.putBuf(out)
+			return nil, fmt.Errorf("%v: decompressed to %d bytes, index says %d", b.BlobHandle, len(out), b.UncompressedLength)
+		}
+		plain = out
+	}
+	if got := Hash(plain); got != b.ID {
+		r.putBuf(plain)
+		return nil, fmt.Errorf("%v: content hash is %s", b.BlobHandle, got.Str())
 	}
 	return plain, nil
 }

@@ -357,7 +357,7 @@ func TestBenchTable(t *testing.T) {
 			results[c] = result{}
 		}
 	}
-	repoSizes := map[string]int64{} // local only: tool -> bytes after (b)
+	repoSizes := map[string]int64{} // local only: tool -> bytes after its steps
 
 	for rep := 0; rep < cfg.repeat; rep++ {
 		for ti, tg := range order {
@@ -648,7 +648,7 @@ func render(cfg benchConfig, mach machine, tools []*tool, cases []benchCase, tar
 
 	var notes []string
 	if len(repoSizes) == 2 {
-		notes = append(notes, fmt.Sprintf("local repository size after (b): restic %.1f MiB, ours %.1f MiB",
+		notes = append(notes, fmt.Sprintf("local repository size after both backups: restic %.1f MiB, ours %.1f MiB",
 			float64(repoSizes["restic"])/mib, float64(repoSizes["ours"])/mib))
 	}
 	for _, c := range cases {
