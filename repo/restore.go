@@ -75,24 +75,38 @@ func (r *Repository) walk(ctx context.Context, id ID, prefix string, fn func(str
 }
 
 // Read-ahead bounds for file readers: neighbouring blobs of a pack are
-// fetched with one ranged load of at most maxRangeBytes, by readWorkers
-// goroutines, with at most readAhead ranges fetched but not yet consumed.
+// fetched with one ranged load of at most maxRangeBytes stored and
+// maxRangePlain plaintext bytes, by readWorkers goroutines, while the
+// plaintext fetched but not yet consumed stays within readBudget.
+//
+// The budget is in plaintext bytes, not ranges: a dump's text compresses
+// to about a third, so six ranges of 8 MiB stored held up to 150 MiB of
+// plaintext and made a dump's peak memory larger than restic's.
 const (
 	maxRangeBytes = 8 << 20
+	maxRangePlain = 8 << 20
 	readWorkers   = 4
-	readAhead     = 6
+	readBudget    = 40 << 20
 )
 
 type blobRange struct {
-	pack  ID
-	blobs []Blob
+	pack   ID
+	blobs  []Blob
+	weight int64 // plaintext bytes: what the range takes of readBudget
 	// result is filled by a worker and closed.
 	result chan rangeResult
 }
 
 type rangeResult struct {
-	plain [][]byte
+	plain []plainBlob
 	err   error
+}
+
+// plainBlob is one opened blob: buf is the pooled buffer, rest the part of
+// it not yet returned, weight what it holds of readBudget.
+type plainBlob struct {
+	buf, rest []byte
+	weight    int64
 }
 
 // FileReader streams a file's content in order, verifying each blob (MAC,
@@ -103,15 +117,12 @@ type FileReader struct {
 	ranges []*blobRange
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	slots  chan struct{}
+	budget *byteBudget
 
-	next    int      // next range to consume
-	pending [][]byte // plaintext not yet returned
-	// cur is the pooled buffer pending[0] is part of, given back to the
-	// pool once pending[0] is consumed.
-	cur   []byte
-	total uint64
-	err   error
+	next    int         // next range to consume
+	pending []plainBlob // opened blobs not yet consumed, in order
+	total   uint64
+	err     error
 }
 
 // OpenFile returns a reader of a file node's bytes. Every blob is looked up
@@ -138,17 +149,20 @@ func (r *Repository) OpenFile(ctx context.Context, n *Node) (*FileReader, error)
 				return nil, fmt.Errorf("file %q, part %d: %w", n.Name, i, err)
 			}
 		}
-		if cur != nil && cur.pack == pb.PackID && pb.Offset == last(cur).Offset+last(cur).Length && curBytes+pb.Length <= maxRangeBytes {
+		plain := int64(pb.DataLength())
+		if cur != nil && cur.pack == pb.PackID && pb.Offset == last(cur).Offset+last(cur).Length &&
+			curBytes+pb.Length <= maxRangeBytes && cur.weight+plain <= maxRangePlain {
 			cur.blobs = append(cur.blobs, pb.Blob)
+			cur.weight += plain
 			curBytes += pb.Length
 			continue
 		}
-		cur = &blobRange{pack: pb.PackID, blobs: []Blob{pb.Blob}, result: make(chan rangeResult, 1)}
+		cur = &blobRange{pack: pb.PackID, blobs: []Blob{pb.Blob}, weight: plain, result: make(chan rangeResult, 1)}
 		curBytes = pb.Length
 		ranges = append(ranges, cur)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	fr := &FileReader{r: r, node: n, ranges: ranges, cancel: cancel, slots: make(chan struct{}, readAhead)}
+	fr := &FileReader{r: r, node: n, ranges: ranges, cancel: cancel, budget: newByteBudget(readBudget)}
 	work := make(chan *blobRange)
 	for i := 0; i < readWorkers; i++ {
 		fr.wg.Add(1)
@@ -163,10 +177,11 @@ func (r *Repository) OpenFile(ctx context.Context, n *Node) (*FileReader, error)
 	go func() {
 		defer fr.wg.Done()
 		defer close(work)
+		// Ranges take their budget here, in file order, and give it back
+		// as Read consumes them, also in order: the range Read waits for
+		// has always been given its share, so the budget cannot deadlock.
 		for _, br := range ranges {
-			select {
-			case fr.slots <- struct{}{}:
-			case <-ctx.Done():
+			if err := fr.budget.take(ctx, br.weight); err != nil {
 				return
 			}
 			select {
@@ -196,10 +211,10 @@ func (fr *FileReader) fetch(ctx context.Context, br *blobRange) rangeResult {
 		return rangeResult{err: fmt.Errorf("load %v [%d+%d]: %w", h, offset, length, err)}
 	}
 	defer rd.Close()
-	out := make([][]byte, 0, len(br.blobs))
+	out := make([]plainBlob, 0, len(br.blobs))
 	fail := func(err error) rangeResult {
 		for _, b := range out {
-			fr.r.putBuf(b)
+			fr.r.putBuf(b.buf)
 		}
 		return rangeResult{err: err}
 	}
@@ -214,55 +229,135 @@ func (fr *FileReader) fetch(ctx context.Context, br *blobRange) rangeResult {
 		if err != nil {
 			return fail(corrupt(h.String(), "%w", err))
 		}
-		out = append(out, plain)
+		out = append(out, plainBlob{buf: plain, rest: plain, weight: int64(b.DataLength())})
 	}
 	return rangeResult{plain: out}
 }
 
-// Read implements io.Reader.
-func (fr *FileReader) Read(p []byte) (int, error) {
+// fill makes sure pending holds unconsumed bytes, waiting for the next
+// range when it does not. At the end of the file it checks the length
+// and returns io.EOF.
+func (fr *FileReader) fill() error {
 	if fr.err != nil {
-		return 0, fr.err
+		return fr.err
 	}
 	for len(fr.pending) == 0 {
 		if fr.next >= len(fr.ranges) {
 			if fr.total != fr.node.Size {
 				fr.err = fmt.Errorf("file %q: content is %d bytes but the node says %d", fr.node.Name, fr.total, fr.node.Size)
-				return 0, fr.err
+				return fr.err
 			}
 			fr.err = io.EOF
-			return 0, io.EOF
+			return io.EOF
 		}
 		res := <-fr.ranges[fr.next].result
 		fr.ranges[fr.next] = nil
 		fr.next++
-		<-fr.slots
 		if res.err != nil {
 			fr.err = fmt.Errorf("file %q: %w", fr.node.Name, res.err)
-			return 0, fr.err
+			return fr.err
 		}
 		for _, b := range res.plain {
-			if len(b) > 0 {
+			if len(b.rest) > 0 {
 				fr.pending = append(fr.pending, b)
 			} else {
-				fr.r.putBuf(b)
+				fr.release(b)
 			}
 		}
 	}
-	if fr.cur == nil {
-		fr.cur = fr.pending[0]
-	}
-	n := copy(p, fr.pending[0])
+	return nil
+}
+
+// consumed records n bytes of pending[0] as returned, and gives its
+// buffer and budget back once all of it was.
+func (fr *FileReader) consumed(n int) {
 	fr.total += uint64(n)
-	if n == len(fr.pending[0]) {
-		fr.pending[0] = nil
+	b := &fr.pending[0]
+	b.rest = b.rest[n:]
+	if len(b.rest) == 0 {
+		fr.release(*b)
+		fr.pending[0] = plainBlob{}
 		fr.pending = fr.pending[1:]
-		fr.r.putBuf(fr.cur)
-		fr.cur = nil
-	} else {
-		fr.pending[0] = fr.pending[0][n:]
 	}
+}
+
+func (fr *FileReader) release(b plainBlob) {
+	fr.r.putBuf(b.buf)
+	fr.budget.give(b.weight)
+}
+
+// Read implements io.Reader.
+func (fr *FileReader) Read(p []byte) (int, error) {
+	if err := fr.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, fr.pending[0].rest)
+	fr.consumed(n)
 	return n, nil
+}
+
+// WriteTo implements io.WriterTo: io.Copy then hands w whole blobs (about
+// a MiB each) instead of copying them through 32 KiB buffers, which was
+// a write system call per 32 KiB when w is a pipe or a file.
+func (fr *FileReader) WriteTo(w io.Writer) (int64, error) {
+	var written int64
+	for {
+		if err := fr.fill(); err != nil {
+			if err == io.EOF {
+				return written, nil
+			}
+			return written, err
+		}
+		n, err := w.Write(fr.pending[0].rest)
+		written += int64(n)
+		fr.consumed(n)
+		if err != nil {
+			return written, err
+		}
+	}
+}
+
+// byteBudget bounds the bytes held at once. One goroutine takes (the
+// read-ahead feeder, in file order); any goroutine gives back.
+type byteBudget struct {
+	mu    sync.Mutex
+	avail int64
+	max   int64
+	freed chan struct{} // signalled by give
+}
+
+func newByteBudget(max int64) *byteBudget {
+	return &byteBudget{avail: max, max: max, freed: make(chan struct{}, 1)}
+}
+
+// take waits until n bytes are free (a request larger than the whole
+// budget waits for all of it) or ctx ends.
+func (b *byteBudget) take(ctx context.Context, n int64) error {
+	n = min(n, b.max)
+	for {
+		b.mu.Lock()
+		if b.avail >= n {
+			b.avail -= n
+			b.mu.Unlock()
+			return nil
+		}
+		b.mu.Unlock()
+		select {
+		case <-b.freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (b *byteBudget) give(n int64) {
+	b.mu.Lock()
+	b.avail = min(b.avail+n, b.max)
+	b.mu.Unlock()
+	select {
+	case b.freed <- struct{}{}:
+	default:
+	}
 }
 
 // Close stops the prefetchers and waits for them.
