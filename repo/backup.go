@@ -292,7 +292,12 @@ func (r *Repository) saveStream(ctx context.Context, w *Writer, s Stream, progre
 		chunk chunker.Chunk
 	}
 	workers := r.opts.Workers
-	pool := chunker.NewPool(workers + 2)
+	// One chunk buffer per worker and one the chunker fills meanwhile: a
+	// buffer goes back as soon as its chunk is sealed. window bounds the
+	// chunks cut but not yet committed, and so the sealed blobs waiting
+	// in the reorder buffer, without holding their 8 MiB chunk buffers.
+	pool := chunker.NewPool(workers + 1)
+	window := make(chan struct{}, workers+2)
 	jobs := make(chan job, workers)
 	var (
 		mu       sync.Mutex
@@ -329,6 +334,7 @@ func (r *Repository) saveStream(ctx context.Context, w *Writer, s Stream, progre
 			}
 			delete(ready, next)
 			next++
+			<-window
 			if err := w.commit(ctx, sb); err != nil {
 				return err
 			}
@@ -340,12 +346,10 @@ func (r *Repository) saveStream(ctx context.Context, w *Writer, s Stream, progre
 			defer wg.Done()
 			for j := range jobs {
 				sb, err := w.prepare(DataBlob, j.chunk.Data)
+				j.chunk.Release()
 				if err == nil {
 					err = commitInOrder(j.seq, sb)
 				}
-				// Released only once committed: a chunk waiting in the
-				// reorder buffer still holds its pool slot, which bounds it.
-				j.chunk.Release()
 				if err != nil {
 					setErr(err)
 					continue
@@ -362,6 +366,13 @@ func (r *Repository) saveStream(ctx context.Context, w *Writer, s Stream, progre
 	ch := chunker.New(s.Reader, r.cfg.ChunkerPolynomial, pool)
 	seq := 0
 	for {
+		select {
+		case window <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
 		c, err := ch.Next(ctx)
 		if err == io.EOF {
 			break
