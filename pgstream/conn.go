@@ -41,6 +41,9 @@ type Conn struct {
 	PasswordFrom string `json:"password_from,omitempty"`
 
 	password *secret
+	// stdbuf: GNU stdbuf works in the container, so a dump can write its
+	// output in large pieces (see dumpCommand).
+	stdbuf bool
 }
 
 // secret is a value fmt and encoding/json never show: fmt prints a nested
@@ -157,8 +160,9 @@ func findConn(ctx context.Context, d Docker, ins container.InspectResponse, o co
 			dirs = append(dirs, dir)
 		}
 	}
-	sockets := findSockets(ctx, d, name, dirs)
+	sockets, stdbuf := probeContainer(ctx, d, name, dirs)
 	c.Port, c.SocketDir = chooseSocket(port, dirs, sockets)
+	c.stdbuf = stdbuf
 	return c, nil
 }
 
@@ -268,9 +272,12 @@ func serverArgs(args []string) (port int, dirs []string) {
 	return port, dirs
 }
 
-// socketScript lists the Postgres sockets in the folders given as its
-// arguments, one path a line (plain sh: busybox's too).
-const socketScript = `for d in "$@"; do for s in "$d"/.s.PGSQL.*; do if [ -S "$s" ]; then echo "$s"; fi; done; done; exit 0`
+// probeScript lists the Postgres sockets in the folders given as its
+// arguments, one path a line, then says "stdbuf" when GNU stdbuf can set
+// a program's output buffer there: it exits 125 when its preload library
+// is missing, and busybox has none (plain sh: busybox's too).
+const probeScript = `for d in "$@"; do for s in "$d"/.s.PGSQL.*; do if [ -S "$s" ]; then echo "$s"; fi; done; done; ` +
+	`if stdbuf -o1M true >/dev/null 2>&1; then echo stdbuf; fi; exit 0`
 
 // socket is a Postgres socket found in a container.
 type socket struct {
@@ -278,23 +285,28 @@ type socket struct {
 	port int
 }
 
-// findSockets lists the Postgres sockets in dirs, in the container; nil
-// when none or when the container has no sh.
-func findSockets(ctx context.Context, d Docker, containerName string, dirs []string) []socket {
-	out, err := runCapture(ctx, d, containerName, append([]string{"sh", "-c", socketScript, "sh"}, dirs...))
+// probeContainer lists the Postgres sockets in dirs, in the container (nil
+// when none), and whether stdbuf works there; nothing when the container
+// has no sh.
+func probeContainer(ctx context.Context, d Docker, containerName string, dirs []string) (found []socket, stdbuf bool) {
+	out, err := runCapture(ctx, d, containerName, append([]string{"sh", "-c", probeScript, "sh"}, dirs...))
 	if err != nil {
-		return nil
+		return nil, false
 	}
-	var found []socket
 	for _, line := range strings.Split(out, "\n") {
-		dir, file := path.Split(strings.TrimSpace(line))
+		line = strings.TrimSpace(line)
+		if line == "stdbuf" {
+			stdbuf = true
+			continue
+		}
+		dir, file := path.Split(line)
 		p, err := strconv.Atoi(strings.TrimPrefix(file, ".s.PGSQL."))
 		if err != nil || !strings.HasPrefix(file, ".s.PGSQL.") || p <= 0 {
 			continue
 		}
 		found = append(found, socket{dir: path.Clean(dir), port: p})
 	}
-	return found
+	return found, stdbuf
 }
 
 // chooseSocket picks the port and socket directory: the wanted port's

@@ -37,7 +37,10 @@ const stderrKeep = 8 << 10
 
 // execSpec is a command to run in a container by exec.
 type execSpec struct {
-	Cmd   []string
+	Cmd []string
+	// Tool names the command in messages; empty: Cmd[0]. (A command run
+	// through a wrapper such as stdbuf is still named for what it is.)
+	Tool  string
 	Env   []string // added to the container's environment
 	Stdin bool     // attach standard input (see proc.Stdin, proc.CloseStdin)
 	// Stdout receives the standard output; nil makes it readable from
@@ -71,7 +74,10 @@ type proc struct {
 // ends, the connection is closed (the command then gets EOF on its input
 // and a broken pipe on its output).
 func startProc(ctx context.Context, d Docker, containerName string, spec execSpec) (*proc, error) {
-	tool := spec.Cmd[0]
+	tool := spec.Tool
+	if tool == "" {
+		tool = spec.Cmd[0]
+	}
 	cr, err := d.ContainerExecCreate(ctx, containerName, container.ExecOptions{
 		Cmd:          spec.Cmd,
 		Env:          spec.Env,

@@ -333,6 +333,10 @@ type fakePG struct {
 	freeKB     int64
 	// closed are databases that do not accept connections.
 	closed []string
+	// stdbuf makes the container probe report a working stdbuf;
+	// stdbufRuns are the commands run through it.
+	stdbuf     bool
+	stdbufRuns [][]string
 }
 
 // checksumsJSON is ChecksumSQL's answer for db: each counted table with
@@ -460,6 +464,26 @@ func (pg *fakePG) handle(x *execCall) int {
 		pg.mu.Unlock()
 		fmt.Fprintf(x.Stdout, "Filesystem 1024-blocks Used Available Capacity Mounted on\noverlay 100000000 1000 %d 1%% /\n", free)
 		return 0
+	case "sh":
+		if strings.Contains(strings.Join(x.Cmd, " "), "stdbuf -o1M true") {
+			// The container probe: sockets (none here), then stdbuf.
+			pg.mu.Lock()
+			ok := pg.stdbuf
+			pg.mu.Unlock()
+			if ok {
+				fmt.Fprintln(x.Stdout, "stdbuf")
+			}
+			return 0
+		}
+	case "stdbuf":
+		pg.mu.Lock()
+		ok := pg.stdbuf
+		pg.stdbufRuns = append(pg.stdbufRuns, x.Cmd)
+		pg.mu.Unlock()
+		if ok && len(x.Cmd) > 2 && strings.HasPrefix(x.Cmd[1], "-o") {
+			x.Cmd = x.Cmd[2:]
+			return pg.handle(x)
+		}
 	case "postgres":
 		if pg.versionText == "" {
 			fmt.Fprintln(x.Stderr, `exec: "postgres": executable file not found in $PATH`)

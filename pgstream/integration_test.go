@@ -145,6 +145,7 @@ func TestPostgresIntegration(t *testing.T) {
 	run("discover", fx.testDiscover)
 	run("backup", fx.testBackup)
 	run("restic-dump-pg_restore", func(t *testing.T) { fx.testResticDump(t, restic) })
+	run("dump-without-stdbuf", fx.testDumpWithoutStdbuf)
 	run("failing-dumps", fx.testFailingDumps)
 	run("restore-after-damage", fx.testRestore)
 	run("drill", fx.testDrill)
@@ -382,6 +383,14 @@ func (fx *pgFixture) testBackup(t *testing.T) {
 	if ents, err := os.ReadDir(tmp); err != nil || len(ents) != 0 {
 		t.Errorf("TMPDIR %s holds %d entries after the backups (%v)", tmp, len(ents), err)
 	}
+	// The image has GNU coreutils: the probe finds stdbuf working, so the
+	// dumps above ran with its 1 MiB output buffer (the command is
+	// TestBackupDumpsUnderStdbuf's to check).
+	for _, c := range []string{"scalr-app-db", "scalr-shop-db"} {
+		if conn, err := FindConn(ctx, fx.dc, c); err != nil || !conn.stdbuf {
+			t.Errorf("%s: stdbuf not found working (%v)", c, err)
+		}
+	}
 	// The repository holds no cleartext.
 	_ = filepath.WalkDir(fx.repoD, func(p string, e os.DirEntry, err error) error {
 		if err == nil && e.Type().IsRegular() {
@@ -414,6 +423,35 @@ func (fx *pgFixture) testBackup(t *testing.T) {
 			t.Errorf("%s: snapshot %+v", name, sn)
 		}
 	}
+}
+
+// A container where stdbuf cannot work (its preload library moved away, as
+// in an image without GNU coreutils) is dumped by pg_dump alone, whole.
+func (fx *pgFixture) testDumpWithoutStdbuf(t *testing.T) {
+	ctx := context.Background()
+	const lib = "/usr/libexec/coreutils/libstdbuf.so"
+	name := fx.auth.Name
+	fx.d.CLI(t, "exec", "--user", "root", name, "mv", lib, lib+".away")
+	defer fx.d.CLI(t, "exec", "--user", "root", name, "mv", lib+".away", lib)
+	if conn, err := FindConn(ctx, fx.dc, name); err != nil || conn.stdbuf {
+		t.Fatalf("%s without libstdbuf.so: stdbuf taken for working (%v)", name, err)
+	}
+	tg, err := InspectTarget(ctx, fx.dc, name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := BackupContainer(ctx, fx.dc, fx.r, tg, BackupOptions{Hostname: "it-host", ProgramVersion: "pgstream-test"})
+	if err != nil {
+		t.Fatalf("backup without stdbuf: %v", err)
+	}
+	for table, rows := range map[string]int64{"audit": 40, "sessions": 10} {
+		if got := tableRows(res.Manifest, "postgres", "public", table); got != rows {
+			t.Errorf("%s: %d rows in the manifest, want %d", table, got, rows)
+		}
+	}
+	// The drill and the later steps take this one as the container's
+	// latest backup.
+	fx.results[name] = res
 }
 
 // md5hex is md5(s) as Postgres prints it: the big table's row s repeats it.
