@@ -18,6 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
+
 	"github.com/scalr-platform/scalr-backup/internal/testenv"
 )
 
@@ -31,6 +35,8 @@ type runRow struct {
 	dumpBytes   int64
 	pgDump      measurement // pg_dump -Fc -Z0 > /dev/null inside the container
 	pgDumpPipe  measurement // the same dump streamed out through docker exec
+	pgDumpAPI   measurement // the same through the Engine API, as run reads it
+	pgDumpBuf   measurement // and under stdbuf -o1M, as run runs it
 	run         measurement // scalr-backup run into a fresh local repository
 }
 
@@ -58,6 +64,12 @@ func runVsPgDump(ctx context.Context, t *testing.T, cfg benchConfig, ours *tool,
 			row.dumpBytes = hw.n
 			keepFastest(&row.pgDumpPipe, m)
 			logf("run: pg_dump -Fc -Z0 through docker exec (%s)    %s", sizeStr(hw.n), m.describeSecs())
+			m = timeDumpAPI(ctx, t, d, c)
+			keepFastest(&row.pgDumpAPI, m)
+			logf("run: the same through the Engine API                  %s", m.describeSecs())
+			m = timeDumpAPI(ctx, t, d, c, "stdbuf", "-o1M")
+			keepFastest(&row.pgDumpBuf, m)
+			logf("run: the same under stdbuf -o1M                       %s", m.describeSecs())
 
 			loc := filepath.Join(t.TempDir(), fmt.Sprintf("run-repo-%d", rep))
 			env := runEnv(ours, d, loc, pwFile)
@@ -103,11 +115,12 @@ FROM generate_series(%d, %d) i;`, lo, hi))
 	return n
 }
 
-// timeDump runs pg_dump -Fc -Z0 in the container: into /dev/null there
-// when out is nil, else streamed out through docker exec into out.
-func timeDump(ctx context.Context, t *testing.T, c *testenv.Container, out io.Writer) measurement {
+// timeDump runs pg_dump -Fc -Z0 in the container, after the wrapper
+// command given, if any: into /dev/null there when out is nil, else
+// streamed out through docker exec into out.
+func timeDump(ctx context.Context, t *testing.T, c *testenv.Container, out io.Writer, wrapper ...string) measurement {
 	t.Helper()
-	args := []string{"pg_dump", "-Fc", "-Z0", "-U", c.User, "-d", c.DB}
+	args := append(append([]string(nil), wrapper...), "pg_dump", "-Fc", "-Z0", "-U", c.User, "-d", c.DB)
 	if out == nil {
 		args = []string{"sh", "-c", strings.Join(args, " ") + " > /dev/null"}
 	}
@@ -121,6 +134,45 @@ func timeDump(ctx context.Context, t *testing.T, c *testenv.Container, out io.Wr
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, errTail.Bytes())
 	}
 	return m
+}
+
+// timeDumpAPI streams pg_dump -Fc -Z0 (after the wrapper command, if any)
+// out of the container as `run` reads a dump: an exec attached through the
+// Engine API, its frames demultiplexed, the output discarded. The docker
+// CLI adds a process and copies of its own to the same path.
+func timeDumpAPI(ctx context.Context, t *testing.T, d *testenv.Docker, c *testenv.Container, wrapper ...string) measurement {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.WithHost(d.Host()), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	args := append(append([]string(nil), wrapper...), "pg_dump", "-Fc", "-Z0", "-U", c.User, "-d", c.DB)
+	start := time.Now()
+	var env []string // as testenv's CLI exec passes them: never in argv
+	if c.Password != "" {
+		env = append(env, "PGPASSWORD="+c.Password)
+	}
+	if c.Port != 0 {
+		env = append(env, fmt.Sprintf("PGPORT=%d", c.Port))
+	}
+	cr, err := cli.ContainerExecCreate(ctx, c.Name, container.ExecOptions{Cmd: args, Env: env, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		t.Fatalf("%s: %v", strings.Join(args, " "), err)
+	}
+	hj, err := cli.ContainerExecAttach(ctx, cr.ID, container.ExecAttachOptions{})
+	if err != nil {
+		t.Fatalf("%s: %v", strings.Join(args, " "), err)
+	}
+	errTail := &testenv.TailBuffer{Max: 16 << 10}
+	_, err = stdcopy.StdCopy(io.Discard, errTail, hj.Reader)
+	hj.Close()
+	secs := time.Since(start).Seconds()
+	ins, ierr := cli.ContainerExecInspect(ctx, cr.ID)
+	if err != nil || ierr != nil || ins.Running || ins.ExitCode != 0 {
+		t.Fatalf("%s: %v, %v, exit %d\n%s", strings.Join(args, " "), err, ierr, ins.ExitCode, errTail.Bytes())
+	}
+	return measurement{secs: secs, reqs: -1, ok: true}
 }
 
 // runEnv is the environment of `scalr-backup run` against the private
@@ -166,6 +218,8 @@ func (r runRow) render() string {
 	fmt.Fprintf(&b, "| what | s | ratio to pg_dump alone |\n| --- | ---: | ---: |\n")
 	fmt.Fprintf(&b, "| `pg_dump -Fc -Z0 > /dev/null` in the container | %.2f | 1.00 |\n", r.pgDump.secs)
 	fmt.Fprintf(&b, "| the same dump through `docker exec` to the host | %.2f | %.2f |\n", r.pgDumpPipe.secs, r.pgDumpPipe.secs/r.pgDump.secs)
+	fmt.Fprintf(&b, "| the same through the Engine API (as `run` reads it), output discarded | %.2f | %.2f |\n", r.pgDumpAPI.secs, r.pgDumpAPI.secs/r.pgDump.secs)
+	fmt.Fprintf(&b, "| the same under `stdbuf -o1M` (1 MiB writes, as `run` runs it) | %.2f | %.2f |\n", r.pgDumpBuf.secs, r.pgDumpBuf.secs/r.pgDump.secs)
 	fmt.Fprintf(&b, "| `scalr-backup run` (CPU %.2f s, RSS %s MiB) | %.2f | %.2f |\n\n", r.run.cpu, rssStr(r.run), r.run.secs, r.run.secs/r.pgDump.secs)
 	fmt.Fprintf(&b, "- table %s on disk, dump %s\n\n", sizeStr(r.tableBytes), sizeStr(r.dumpBytes))
 	return b.String()
