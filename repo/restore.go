@@ -322,18 +322,18 @@ func (fr *FileReader) WriteTo(w io.Writer) (int64, error) {
 type byteBudget struct {
 	mu    sync.Mutex
 	avail int64
-	max   int64
+	limit int64
 	freed chan struct{} // signalled by give
 }
 
-func newByteBudget(max int64) *byteBudget {
-	return &byteBudget{avail: max, max: max, freed: make(chan struct{}, 1)}
+func newByteBudget(limit int64) *byteBudget {
+	return &byteBudget{avail: limit, limit: limit, freed: make(chan struct{}, 1)}
 }
 
 // take waits until n bytes are free (a request larger than the whole
 // budget waits for all of it) or ctx ends.
 func (b *byteBudget) take(ctx context.Context, n int64) error {
-	n = min(n, b.max)
+	n = min(n, b.limit)
 	for {
 		b.mu.Lock()
 		if b.avail >= n {
@@ -352,7 +352,7 @@ func (b *byteBudget) take(ctx context.Context, n int64) error {
 
 func (b *byteBudget) give(n int64) {
 	b.mu.Lock()
-	b.avail = min(b.avail+n, b.max)
+	b.avail = min(b.avail+n, b.limit)
 	b.mu.Unlock()
 	select {
 	case b.freed <- struct{}{}:
