@@ -5,8 +5,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/scalr-platform/scalr-backup/backend/mem"
 )
 
 // Workers seal chunks out of order and give each chunk buffer back as
@@ -15,11 +13,7 @@ import (
 // offsets, so a restore reads each pack once, front to back.
 func TestBackupPacksInStreamOrder(t *testing.T) {
 	ctx := context.Background()
-	r, err := Init(ctx, mem.New(), "pw", InitOptions{KDF: &KDFParams{N: 1024, R: 8, P: 1}}, Options{Workers: 4, PackSize: MinPackSize})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r, _ := newTestRepo(t, 0, Options{Workers: 4, PackSize: MinPackSize})
 	src := io.LimitReader(rand.NewChaCha8([32]byte{7}), 96<<20) // incompressible: many packs
 	res, err := r.BackupStream(ctx, Stream{Name: "f", Reader: src}, BackupOptions{Hostname: "test"})
 	if err != nil {

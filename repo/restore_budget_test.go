@@ -68,7 +68,7 @@ func textFile(t *testing.T, r *Repository, size int64) (*Node, [32]byte) {
 func TestFileReaderReadAheadBudget(t *testing.T) {
 	ctx := context.Background()
 	rec := &loadRecorder{Backend: mem.New()}
-	r, err := Init(ctx, rec, "pw", InitOptions{KDF: &KDFParams{N: 1024, R: 8, P: 1}}, Options{})
+	r, err := Init(ctx, rec, "pw", InitOptions{KDF: testKDF}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,11 +153,7 @@ func (w *failAfter) Write(p []byte) (int, error) {
 // writer with the count it accepted; the reader then fails no further.
 func TestFileReaderWriteTo(t *testing.T) {
 	ctx := context.Background()
-	r, err := Init(ctx, mem.New(), "pw", InitOptions{KDF: &KDFParams{N: 1024, R: 8, P: 1}}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r, _ := newTestRepo(t, 0, Options{})
 	const size = 24 << 20
 	node, want := textFile(t, r, size)
 
