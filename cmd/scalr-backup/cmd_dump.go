@@ -53,6 +53,7 @@ RESTIC_PROGRESS_FPS sets.`,
 				return err
 			}
 			defer fr.Close()
+			growPipe(a.stdout)
 			p := a.newProgress()
 			out := &countingWriter{w: a.stdout, total: int64(node.Size), start: time.Now(), p: p, what: "dumped"}
 			_, err = io.Copy(out, fr)
