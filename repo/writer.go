@@ -353,36 +353,34 @@ func (r *Repository) openBlob(b Blob, sealed []byte, dst []byte) ([]byte, error)
 	return plain, nil
 }
 
-// openBlobPooled is openBlob into a buffer from the pool (see getBuf),
-// which the caller gives back with putBuf once done with the plaintext.
-func (r *Repository) openBlobPooled(b Blob, sealed []byte) ([]byte, error) {
+// openBlobInPlace is openBlob without buffers of its own: sealed is
+// authenticated and decrypted where it lies (CTR mode allows an exact
+// overlap), and a compressed blob is decompressed into dst, which the
+// caller sizes from the index. The plaintext returned lies in sealed when
+// the blob is stored uncompressed, else in dst or, when dst was too small,
+// in a buffer the decompressor allocated.
+func (r *Repository) openBlobInPlace(b Blob, sealed, dst []byte) ([]byte, error) {
 	if uint32(len(sealed)) != b.Length {
 		return nil, fmt.Errorf("%v: read %d bytes, want %d", b.BlobHandle, len(sealed), b.Length)
 	}
-	plain, err := r.key.Open(r.getBuf(len(sealed)), sealed)
+	if len(sealed) < crypto.Overhead {
+		return nil, fmt.Errorf("%v: decrypt: %w: %d bytes, shorter than IV and tag", b.BlobHandle, crypto.ErrUnauthenticated, len(sealed))
+	}
+	plain, err := r.key.Open(sealed[crypto.IVSize:crypto.IVSize], sealed)
 	if err != nil {
 		return nil, fmt.Errorf("%v: decrypt: %w", b.BlobHandle, err)
 	}
 	if b.IsCompressed() {
-		// The index's length sizes the buffer only when it is plausible.
-		var dst []byte
-		if b.UncompressedLength <= pooledBufSize {
-			dst = r.getBuf(int(b.UncompressedLength))
-		}
-		out, err := r.dec.DecodeAll(plain, dst)
-		r.putBuf(plain)
+		out, err := r.dec.DecodeAll(plain, dst[:0])
 		if err != nil {
-			r.putBuf(dst)
 			return nil, fmt.Errorf("%v: decompress: %w", b.BlobHandle, err)
 		}
 		if uint32(len(out)) != b.UncompressedLength {
-			r.putBuf(out)
 			return nil, fmt.Errorf("%v: decompressed to %d bytes, index says %d", b.BlobHandle, len(out), b.UncompressedLength)
 		}
 		plain = out
 	}
 	if got := Hash(plain); got != b.ID {
-		r.putBuf(plain)
 		return nil, fmt.Errorf("%v: content hash is %s", b.BlobHandle, got.Str())
 	}
 	return plain, nil

@@ -120,7 +120,9 @@ func (k *Key) Seal(dst, plaintext []byte) ([]byte, error) {
 
 // Open verifies and decrypts a sealed object and appends the plaintext to
 // dst. It never returns plaintext whose tag did not verify. dst must not
-// overlap sealed.
+// overlap sealed, except as sealed[IVSize:IVSize]: that decrypts in place
+// (CTR mode allows an exact overlap), and the tag is checked before any
+// byte is changed.
 func (k *Key) Open(dst, sealed []byte) ([]byte, error) {
 	if !k.Valid() {
 		return nil, errors.New("open: invalid key")

@@ -278,6 +278,38 @@ func TestSealOpenAppend(t *testing.T) {
 	}
 }
 
+// Open with dst = sealed[IVSize:IVSize] decrypts where the ciphertext
+// lies; a sealed object whose tag fails is left exactly as it was.
+func TestOpenInPlace(t *testing.T) {
+	k := fixedKey(4)
+	for _, n := range []int{0, 1, 16, 1000, 1 << 20} {
+		plain := pseudoRandom(int64(n)+3, n)
+		sealed, err := k.Seal(nil, plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := k.Open(sealed[IVSize:IVSize], sealed)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if !bytes.Equal(got, plain) || (n > 0 && &got[0] != &sealed[IVSize]) {
+			t.Fatalf("%d bytes: in-place open gave the plaintext %v, in place %v", n, bytes.Equal(got, plain), n > 0 && &got[0] == &sealed[IVSize])
+		}
+	}
+	sealed, err := k.Seal(nil, pseudoRandom(8, 500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed[IVSize+10] ^= 1
+	before := bytes.Clone(sealed)
+	if _, err := k.Open(sealed[IVSize:IVSize], sealed); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("tampered, in place: %v", err)
+	}
+	if !bytes.Equal(sealed, before) {
+		t.Fatal("a failed in-place open changed the sealed bytes")
+	}
+}
+
 func TestOpenTamper(t *testing.T) {
 	k := fixedKey(1)
 	plain := pseudoRandom(5, 100)
