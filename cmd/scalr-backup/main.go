@@ -100,6 +100,12 @@ func main() {
 			a.onHangup()
 		}
 	}()
+	// A reader that goes away (dump | head, a pg_restore that failed)
+	// would otherwise kill the process at its next write to standard
+	// output, before it unlocks the repository: taking SIGPIPE makes that
+	// write fail with EPIPE, and the command ends as a failure, unlocked.
+	// Notify, unlike Ignore, is not inherited by the commands run.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := a.run(ctx, os.Args[1:])
 	stop()

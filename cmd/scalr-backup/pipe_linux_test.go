@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,5 +61,45 @@ func TestDumpGrowsPipe(t *testing.T) {
 	growPipe(&bytes.Buffer{})
 	if _, err := f.WriteString("still a file"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A dump whose reader goes away fails with EPIPE instead of being killed
+// by SIGPIPE, so it says so and leaves no lock behind.
+func TestDumpIntoClosedPipe(t *testing.T) {
+	env := newRepoEnv(t, 2)
+	backupJSON(t, env, randomBytes(8, 12<<20), "--stdin-filename", "app.pgdump")
+
+	cmd := exec.Command(testBinary(t), "dump", "latest", "/app.pgdump")
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(out, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitError {
+		t.Fatalf("dump into a closed pipe: %v (want exit code %d, not a signal); stderr: %s", err, exitError, errb.String())
+	}
+	if !strings.Contains(errb.String(), "broken pipe") || !strings.Contains(errb.String(), "/app.pgdump") {
+		t.Fatalf("stderr does not say what failed: %s", errb.String())
+	}
+	locks, err := os.ReadDir(filepath.Join(env["RESTIC_REPOSITORY"], "locks"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	if len(locks) != 0 {
+		t.Fatalf("%d lock(s) left after the failed dump", len(locks))
 	}
 }
