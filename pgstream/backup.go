@@ -307,6 +307,9 @@ type dbDump struct {
 	sess *psqlSession
 	dump *proc
 	hc   *hashCounter
+	// counted receives countRows' outcome; until then the session is
+	// countRows' alone.
+	counted chan error
 	// done is set once pg_dump exited 0.
 	done bool
 }
@@ -386,17 +389,6 @@ func (dd *dbDump) open() (io.Reader, error) {
 	if maj, _ := parseVersion(info.ServerVersion); maj > 0 {
 		dd.m.PostgresMajor = maj
 	}
-	out, err = sess.Query(b.ctx, countTablesSQL)
-	if err != nil {
-		return nil, b.toolFailed(fmt.Errorf("counting the rows of database %s: %w", quoteIdent(db), err))
-	}
-	if err := json.Unmarshal([]byte(out), &dd.entry.Tables); err != nil {
-		return nil, fmt.Errorf("database %s: reading the row counts: %w", quoteIdent(db), err)
-	}
-	if dd.entry.Tables == nil {
-		dd.entry.Tables = []TableCount{}
-	}
-
 	// A connection of its own name can be ended on the server if the
 	// backup is abandoned: a pg_dump blocked in the server (or on a pipe
 	// nobody reads) would otherwise hold its locks until its next write.
@@ -414,8 +406,32 @@ func (dd *dbDump) open() (io.Reader, error) {
 		}
 	})
 	b.onCleanup(dump.Close)
+	// The row counts run in the same snapshot while pg_dump streams: they
+	// read every table once more, and before pg_dump started they put
+	// that scan in front of the whole dump. close waits for them.
+	dd.counted = make(chan error, 1)
+	go func() { dd.counted <- dd.countRows() }()
 	dd.hc = newHashCounter()
 	return io.TeeReader(&procReader{b: b, p: dump}, dd.hc), nil
+}
+
+// countRows counts every table's rows in the session's snapshot (see
+// countTablesSQL) into the manifest entry.
+func (dd *dbDump) countRows() error {
+	b, db := dd.b, dd.entry.Name
+	out, err := dd.sess.Query(b.ctx, countTablesSQL)
+	if err != nil {
+		return b.toolFailed(fmt.Errorf("counting the rows of database %s: %w", quoteIdent(db), err))
+	}
+	var tables []TableCount
+	if err := json.Unmarshal([]byte(out), &tables); err != nil {
+		return fmt.Errorf("database %s: reading the row counts: %w", quoteIdent(db), err)
+	}
+	if tables == nil {
+		tables = []TableCount{}
+	}
+	dd.entry.Tables = tables
+	return nil
 }
 
 // dumpOutputBuffer is the output buffer stdbuf gives pg_dump.
@@ -439,8 +455,9 @@ func dumpCommand(c Conn, cmd []string) []string {
 	return append([]string{"stdbuf", "-o" + dumpOutputBuffer}, cmd...)
 }
 
-// close runs after the dump's output ended: pg_dump must have exited 0;
-// then the session holding the snapshot commits and ends.
+// close runs after the dump's output ended: pg_dump must have exited 0
+// and the row counts must be in; then the session holding the snapshot
+// commits and ends.
 func (dd *dbDump) close() error {
 	b := dd.b
 	if dd.dump == nil {
@@ -451,6 +468,14 @@ func (dd *dbDump) close() error {
 	}
 	dd.done = true
 	dd.entry.Size, dd.entry.SHA256 = dd.hc.n, dd.hc.sum()
+	select {
+	case err := <-dd.counted:
+		if err != nil {
+			return err
+		}
+	case <-b.ctx.Done():
+		return b.ctx.Err()
+	}
 	if _, err := dd.sess.Query(b.ctx, "COMMIT;"); err != nil {
 		return b.toolFailed(fmt.Errorf("ending the snapshot transaction: %w", err))
 	}

@@ -337,6 +337,10 @@ type fakePG struct {
 	// stdbufRuns are the commands run through it.
 	stdbuf     bool
 	stdbufRuns [][]string
+	// countHook runs before each row-count query is answered; countErr,
+	// when set, fails it with that message.
+	countHook func()
+	countErr  string
 }
 
 // checksumsJSON is ChecksumSQL's answer for db: each counted table with
@@ -515,6 +519,12 @@ func (pg *fakePG) psql(x *execCall) int {
 			if strings.HasSuffix(strings.TrimSpace(line), ";") {
 				s := stmt.String()
 				stmt.Reset()
+				pg.mu.Lock()
+				hook := pg.countHook
+				pg.mu.Unlock()
+				if hook != nil && strings.Contains(s, "query_to_xml") {
+					hook()
+				}
 				if code := pg.answer(x, db, s); code != 0 {
 					return code
 				}
@@ -541,6 +551,9 @@ func (pg *fakePG) answer(x *execCall, db, s string) int {
 		fmt.Fprintln(x.Stdout, `{"encoding" : "UTF8", "collate" : "C.UTF-8", "ctype" : "C.UTF-8", "size" : 7000000, "server_version" : "15.18 (Debian 15.18-0+deb12u1)", "server_version_num" : 150018}`)
 	case strings.Contains(s, "'checksum', (xpath"):
 		fmt.Fprintln(x.Stdout, pg.checksumsJSON(sideOf(db)))
+	case strings.Contains(s, "query_to_xml") && pg.countErr != "":
+		fmt.Fprintln(x.Stderr, pg.countErr)
+		return 3
 	case strings.Contains(s, "query_to_xml"):
 		t := pg.tables[sideOf(db)]
 		if pg.afterDrop || sideOf(db) != db {

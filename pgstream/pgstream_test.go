@@ -440,6 +440,9 @@ func TestBackupFailures(t *testing.T) {
 		{"empty dump", func(f *fakeDocker, pg *fakePG, _ *Target) {
 			pg.dump["app"] = nil
 		}, []string{"app.pgdump", "empty"}, repo.ErrEmptyStream},
+		{"row counts fail", func(f *fakeDocker, pg *fakePG, _ *Target) {
+			pg.countErr = `psql:<stdin>:12: ERROR:  permission denied for table "audit"`
+		}, []string{"scalr-app-db", "counting the rows of database", `permission denied for table "audit"`, "no snapshot was saved"}, nil},
 		{"globals fail", func(f *fakeDocker, pg *fakePG, _ *Target) {
 			prev := f.handler
 			f.handler = func(x *execCall) int {
