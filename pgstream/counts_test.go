@@ -14,12 +14,8 @@ import (
 func TestRowCountsRunWhileDumping(t *testing.T) {
 	f, pg, tg := setupBackup(t)
 	var mu sync.Mutex
-	dumping := map[string]bool{} // database -> pg_dump started
-	started := make(chan struct{}, 4)
-	pg.dumpHook = func(x *execCall) (int, bool) {
-		mu.Lock()
-		dumping[dbOf(x.Cmd)] = true
-		mu.Unlock()
+	started := make(chan struct{}, 4) // one per pg_dump run
+	pg.dumpHook = func(*execCall) (int, bool) {
 		started <- struct{}{}
 		return 0, false
 	}
@@ -28,15 +24,21 @@ func TestRowCountsRunWhileDumping(t *testing.T) {
 		// Give pg_dump the time to start, as the counts take that long.
 		select {
 		case <-started:
+			mu.Lock()
 			countedDuring++
+			mu.Unlock()
 		case <-time.After(5 * time.Second):
+			mu.Lock()
 			countedBefore++
+			mu.Unlock()
 		}
 	}
 	res, err := BackupContainer(context.Background(), f, memRepo(t), tg, BackupOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if countedDuring != 2 || countedBefore != 0 {
 		t.Fatalf("row counts: %d ran while pg_dump was running, %d before it started; want 2 and 0", countedDuring, countedBefore)
 	}
