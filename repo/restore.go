@@ -167,15 +167,14 @@ func (r *Repository) OpenFile(ctx context.Context, n *Node) (*FileReader, error)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	fr := &FileReader{r: r, node: n, ranges: ranges, cancel: cancel, budget: newByteBudget(readBudget),
-		bufs: &readBufs{max: readBudget + maxRangePlain}}
+		bufs: &readBufs{max: 2*readBudget + maxRangePlain}}
 	work := make(chan *blobRange)
 	for i := 0; i < readWorkers; i++ {
 		fr.wg.Add(1)
 		go func() {
 			defer fr.wg.Done()
-			var scratch []byte // this worker's, for compressed blobs' sealed bytes
 			for br := range work {
-				br.result <- fr.fetch(ctx, br, &scratch)
+				br.result <- fr.fetch(ctx, br)
 			}
 		}()
 	}
@@ -203,13 +202,15 @@ func (r *Repository) OpenFile(ctx context.Context, n *Node) (*FileReader, error)
 func last(br *blobRange) Blob { return br.blobs[len(br.blobs)-1] }
 
 // fetch loads a range with one ranged read and opens its blobs as they
-// stream in, each decrypted where it lies. A compressed blob is read into
-// the worker's scratch buffer and decompressed into a buffer from the
-// reader's free list; an uncompressed one is read into such a buffer and
-// becomes its own plaintext. Either way the plaintext's buffer goes back
-// to the list once Read consumed it, and the list serves buffers of about
-// one chunk's size only.
-func (fr *FileReader) fetch(ctx context.Context, br *blobRange, scratch *[]byte) rangeResult {
+// stream in, each decrypted where it lies, in buffers from the reader's
+// free list. A compressed blob's sealed bytes are decompressed into a
+// second buffer and theirs goes back to the list at once; an uncompressed
+// one becomes its own plaintext. The plaintext's buffer goes back once
+// Read consumed it. Sealed and plain buffers share the one list: a scratch
+// buffer per worker grew to the largest blob it had seen, four of them
+// held up to 32 MiB beside the list, and every new largest blob was
+// allocated again.
+func (fr *FileReader) fetch(ctx context.Context, br *blobRange) rangeResult {
 	first := br.blobs[0]
 	end := last(br).Offset + last(br).Length
 	h := backend.Handle{Type: backend.PackFile, Name: br.pack.String()}
@@ -229,10 +230,7 @@ func (fr *FileReader) fetch(ctx context.Context, br *blobRange, scratch *[]byte)
 	for _, b := range br.blobs {
 		var sealed, dst []byte
 		if b.IsCompressed() {
-			if cap(*scratch) < int(b.Length) {
-				*scratch = make([]byte, b.Length)
-			}
-			sealed = (*scratch)[:b.Length]
+			sealed = fr.bufs.get(int(b.Length))[:b.Length]
 			// The index's length sizes the output only when it is
 			// plausible: a damaged one must not make the reader allocate
 			// gigabytes.
@@ -244,17 +242,13 @@ func (fr *FileReader) fetch(ctx context.Context, br *blobRange, scratch *[]byte)
 		}
 		if _, err := io.ReadFull(rd, sealed); err != nil {
 			fr.bufs.put(dst)
-			if !b.IsCompressed() {
-				fr.bufs.put(sealed)
-			}
+			fr.bufs.put(sealed)
 			return fail(fmt.Errorf("read %v [%d+%d]: %w", h, offset, length, err))
 		}
 		plain, err := fr.r.openBlobInPlace(b, sealed, dst)
 		if err != nil {
 			fr.bufs.put(dst)
-			if !b.IsCompressed() {
-				fr.bufs.put(sealed)
-			}
+			fr.bufs.put(sealed)
 			return fail(corrupt(h.String(), "%w", err))
 		}
 		// An uncompressed blob's buffer is sealed; a compressed one's is
@@ -264,6 +258,7 @@ func (fr *FileReader) fetch(ctx context.Context, br *blobRange, scratch *[]byte)
 		buf := sealed
 		if b.IsCompressed() {
 			buf = plain[:0]
+			fr.bufs.put(sealed)
 		}
 		weight := int64(cap(buf))
 		fr.budget.force(weight - int64(b.DataLength()))
@@ -413,10 +408,12 @@ func (b *byteBudget) give(n int64) {
 // dump ran 43 of them) and kept no buffer above 2 MiB, and each buffer
 // allocated anew is cleared and faulted in, about a tenth of a dump's CPU
 // time on a 2-CPU host. The read budget counts each buffer's capacity, so
-// taking a larger buffer than a blob needs only fetches less ahead; idle
-// buffers are bounded by max, the budget and one range: what the busiest
-// moment needed is kept, and a smaller bound made the list drop buffers
-// whenever Read caught up, only to allocate them again.
+// taking a larger buffer than a blob needs only fetches less ahead. Idle
+// buffers are bounded by max, twice the budget and one range: the list
+// also serves the workers' sealed bytes, and buffers of the wrong size
+// wait in it beside those in use; with the budget and one range as the
+// bound, a dump dropped up to a third of its buffers whenever Read caught
+// up, only to allocate them again.
 type readBufs struct {
 	mu   sync.Mutex
 	free [][]byte // oldest first
