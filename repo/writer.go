@@ -321,7 +321,7 @@ func (r *Repository) sealBlob(h BlobHandle, data []byte) ([]byte, uint32, error)
 	if err != nil {
 		return nil, 0, fmt.Errorf("seal %v: %w", h, err)
 	}
-	if err := r.verifySealed(sealed, ulen, data); err != nil {
+	if err := r.verifySealed(sealed, plain, ulen != 0, data); err != nil {
 		return nil, 0, fmt.Errorf("verify %v after sealing: %w", h, err)
 	}
 	return sealed, ulen, nil
@@ -386,22 +386,23 @@ func (r *Repository) openBlobInPlace(b Blob, sealed, dst []byte) ([]byte, error)
 	return plain, nil
 }
 
-// verifySealed opens a freshly sealed blob and checks that it yields data.
-func (r *Repository) verifySealed(sealed []byte, ulen uint32, data []byte) error {
-	plain, err := r.key.Open(r.getBuf(len(sealed)), sealed)
-	if err != nil {
+// verifySealed checks that a freshly sealed blob opens to data: that
+// sealed authenticates and decrypts to plain, the bytes that were sealed,
+// and that plain, when compressed, decompresses to data. The first check
+// runs a piece at a time without a buffer of the blob's size.
+func (r *Repository) verifySealed(sealed, plain []byte, compressed bool, data []byte) error {
+	if err := r.key.Verify(sealed, plain); err != nil {
 		return fmt.Errorf("decrypt: %w", err)
 	}
-	if ulen != 0 {
-		compressed := plain
-		plain, err = r.dec.DecodeAll(compressed, r.getBuf(len(data)))
-		r.putBuf(compressed)
-		if err != nil {
-			return fmt.Errorf("decompress: %w", err)
-		}
+	if !compressed {
+		return nil
 	}
-	defer r.putBuf(plain)
-	if !bytes.Equal(plain, data) {
+	out, err := r.dec.DecodeAll(plain, r.getBuf(len(data)))
+	defer r.putBuf(out)
+	if err != nil {
+		return fmt.Errorf("decompress: %w", err)
+	}
+	if !bytes.Equal(out, data) {
 		return errors.New("stored bytes do not read back as the input (memory or software fault)")
 	}
 	return nil

@@ -662,3 +662,56 @@ func TestCalibrateFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Verify accepts exactly what Open would return and compares it piece by
+// piece: a difference in any piece, including the last byte of the last,
+// a length that differs, and any tampering are refused, each with its own
+// error.
+func TestVerify(t *testing.T) {
+	k := fixedKey(6)
+	for _, n := range []int{0, 1, verifyPiece - 1, verifyPiece, verifyPiece + 1, 3*verifyPiece + 17} {
+		plain := pseudoRandom(int64(n)+11, n)
+		sealed, err := k.Seal(nil, plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := k.Verify(sealed, plain); err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		for _, at := range []int{0, n / 2, n - 1} {
+			if n == 0 {
+				break
+			}
+			other := bytes.Clone(plain)
+			other[at] ^= 0x80
+			if err := k.Verify(sealed, other); !errors.Is(err, ErrMismatch) {
+				t.Fatalf("%d bytes, expected plaintext differing at %d: %v", n, at, err)
+			}
+		}
+		if err := k.Verify(sealed, append(bytes.Clone(plain), 0)); !errors.Is(err, ErrMismatch) {
+			t.Fatalf("%d bytes, one byte more expected: %v", n, err)
+		}
+		for _, at := range []int{0, IVSize, len(sealed) - 1} {
+			bad := bytes.Clone(sealed)
+			bad[at] ^= 1
+			if err := k.Verify(bad, plain); !errors.Is(err, ErrUnauthenticated) {
+				t.Fatalf("%d bytes, sealed byte %d flipped: %v", n, at, err)
+			}
+		}
+	}
+	if err := k.Verify(make([]byte, Overhead-1), nil); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("short object: %v", err)
+	}
+	if err := fixedKey(7).Verify(mustSeal(t, k, []byte("x")), []byte("x")); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("another key: %v", err)
+	}
+}
+
+func mustSeal(t *testing.T, k *Key, plain []byte) []byte {
+	t.Helper()
+	sealed, err := k.Seal(nil, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sealed
+}

@@ -9,7 +9,8 @@ import (
 
 // FuzzOpen feeds arbitrary bytes to Open (and to Key.UnmarshalJSON): they
 // must never panic, must fail with ErrUnauthenticated, and whatever Seal
-// produces for the same input must open again.
+// produces for the same input must open again. Verify must agree with
+// Open on every input.
 func FuzzOpen(f *testing.F) {
 	k := fixedKey(0x5a)
 	for _, p := range [][]byte{nil, {0}, []byte("hello"), bytes.Repeat([]byte{0xff}, 100)} {
@@ -33,6 +34,9 @@ func FuzzOpen(f *testing.F) {
 		} else if !errors.Is(err, ErrUnauthenticated) {
 			t.Fatalf("error does not wrap ErrUnauthenticated: %v", err)
 		}
+		if verr := k.Verify(data, out); (verr == nil) != (err == nil) {
+			t.Fatalf("Verify %v where Open %v", verr, err)
+		}
 		s, err := k.Seal(nil, data)
 		if err != nil {
 			t.Fatal(err)
@@ -40,6 +44,9 @@ func FuzzOpen(f *testing.F) {
 		back, err := k.Open([]byte{1}, s)
 		if err != nil || !bytes.Equal(back[1:], data) || back[0] != 1 {
 			t.Fatalf("seal/open round trip failed: %v", err)
+		}
+		if err := k.Verify(s, data); err != nil {
+			t.Fatalf("Verify of a fresh seal: %v", err)
 		}
 		var key Key
 		if json.Unmarshal(data, &key) == nil && !key.Valid() {
