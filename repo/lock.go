@@ -92,10 +92,17 @@ func (l *Lock) Lost() <-chan struct{} { return l.lost }
 // ListLocks loads every lock file. A lock that cannot be read is reported
 // as an error naming it, like restic since 0.15.
 func (r *Repository) ListLocks(ctx context.Context) ([]*LockInfo, error) {
+	return r.listLocks(ctx, ID{})
+}
+
+// listLocks loads every lock file but skip's, several at a time: hosts
+// sharing a repository each leave a lock during their passes, and a lock
+// check reads them all before a command may start.
+func (r *Repository) listLocks(ctx context.Context, skip ID) ([]*LockInfo, error) {
 	var ids []ID
 	err := r.be.List(ctx, backend.LockFile, func(fi backend.FileInfo) error {
 		id, err := ParseID(fi.Name)
-		if err == nil {
+		if err == nil && id != skip {
 			ids = append(ids, id)
 		}
 		return nil
@@ -103,17 +110,31 @@ func (r *Repository) ListLocks(ctx context.Context) ([]*LockInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list locks: %w", err)
 	}
-	var out []*LockInfo
-	for _, id := range ids {
+	loaded := make([]*LockInfo, len(ids))
+	pos := make(map[ID]int, len(ids))
+	for i, id := range ids {
+		pos[id] = i
+	}
+	err = forEachParallel(ctx, ids, 8, func(ctx context.Context, id ID) error {
 		var li LockInfo
 		if err := r.loadJSON(ctx, backend.LockFile, id, &li); err != nil {
-			if errors.Is(err, backend.ErrNotExist) {
-				continue // removed meanwhile
+			if errors.Is(err, backend.ErrNotExist) && ctx.Err() == nil {
+				return nil // removed meanwhile
 			}
-			return nil, err
+			return err
 		}
 		li.ID = id
-		out = append(out, &li)
+		loaded[pos[id]] = &li
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []*LockInfo
+	for _, li := range loaded {
+		if li != nil {
+			out = append(out, li)
+		}
 	}
 	return out, nil
 }
@@ -152,14 +173,13 @@ func (r *Repository) lockOnce(ctx context.Context, exclusive bool) (*Lock, error
 }
 
 func (r *Repository) checkLocks(ctx context.Context, exclusive bool, own ID) error {
-	locks, err := r.ListLocks(ctx)
+	// Our own lock is not loaded: it is known, and on storage 20 ms away
+	// loading it was one more round trip before every command.
+	locks, err := r.listLocks(ctx, own)
 	if err != nil {
 		return err
 	}
 	for _, li := range locks {
-		if li.ID == own {
-			continue
-		}
 		if exclusive || li.Exclusive {
 			return &LockedError{Holder: li}
 		}
