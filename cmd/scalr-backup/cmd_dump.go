@@ -30,17 +30,30 @@ RESTIC_PROGRESS_FPS sets.`,
 				return err
 			}
 			defer r.Close()
-			sn, err := r.FindSnapshot(ctx, args[0], filter)
-			if err != nil {
-				return err
-			}
 			// restic's dump holds a non-exclusive lock: a prune meanwhile
-			// waits or fails instead of deleting what is being read.
-			lock, err := r.Lock(ctx, false)
+			// waits or fails instead of deleting what is being read. It is
+			// taken while the snapshot is looked up: each is a few
+			// requests in turn, and the dump's first byte waits for both.
+			type locked struct {
+				lock *repo.Lock
+				err  error
+			}
+			lockc := make(chan locked, 1)
+			go func() {
+				l, err := r.Lock(ctx, false)
+				lockc <- locked{l, err}
+			}()
+			sn, err := r.FindSnapshot(ctx, args[0], filter)
+			lk := <-lockc
+			if lk.err == nil {
+				defer lk.lock.Unlock(context.WithoutCancel(ctx))
+			}
 			if err != nil {
 				return err
 			}
-			defer lock.Unlock(context.WithoutCancel(ctx))
+			if lk.err != nil {
+				return lk.err
+			}
 			node, err := r.FindNode(ctx, sn, args[1])
 			if err != nil {
 				return err
