@@ -255,6 +255,14 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 // request or a missing bucket as such, a lost config beside key files as
 // damage, and an empty location as no repository.
 func configError(ctx context.Context, be backend.Backend, err error) error {
+	if errors.Is(err, backend.ErrNotExist) && !errors.Is(err, backend.ErrNoRepository) {
+		// A backend's Stat may know more than its Load: SFTP's says
+		// when the repository's folder itself is missing. One request
+		// more, on this path only.
+		if _, serr := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); serr != nil {
+			err = serr
+		}
+	}
 	if !errors.Is(err, backend.ErrNotExist) || errors.Is(err, backend.ErrNoRepository) {
 		// Refused, or the bucket itself is missing (which the error
 		// names, unlike an empty location's).

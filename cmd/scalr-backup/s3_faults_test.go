@@ -740,12 +740,12 @@ func s3fPageCount(n int) int { return max(1, (n+999)/1000) }
 // the given numbers of key files, lock files and index files, taking
 // elapsed.
 //
-//	repo.Open         HEAD config; LIST keys/; GET keys/ID (tried in
-//	                  listing order until one opens: at most keys);
-//	                  GET config
+//	repo.Open         LIST keys/; GET keys/ID (tried in listing order
+//	                  until one opens: at most keys); GET config, while
+//	                  the keys are tried (no HEAD)
 //	Lock              LIST locks/ and GET each lock (conflict check);
-//	                  PUT the lock; LIST locks/ and GET each lock again,
-//	                  own included (race check): 2 LIST, 2*locks+1 GET
+//	                  PUT the lock; LIST locks/ and GET each other lock
+//	                  again (race check): 2 LIST, 2*locks GET
 //	NewWriter/Index   LIST index/ once; GET each index file
 //	packs             data packs + 1 tree pack, one PUT each (single PUT
 //	                  up to 512 MiB): no LIST, HEAD or GET of data/
@@ -766,9 +766,8 @@ func s3fBackupBound(size, packSize int64, keys, locks, indexFiles int, elapsed t
 	indexOut := (blobs + 49999) / 50000
 	refreshes := int(elapsed / (5 * time.Minute))
 	b := s3fBound{
-		HEAD:   1,
 		LIST:   s3fPageCount(keys) + 2*s3fPageCount(locks+1) + s3fPageCount(indexFiles),
-		GET:    keys + 1 + (2*locks + 1) + indexFiles,
+		GET:    keys + 1 + 2*locks + indexFiles,
 		PUT:    dataPacks + 1 + indexOut + 1 + 1 + refreshes,
 		DELETE: 1 + refreshes,
 	}
@@ -779,11 +778,10 @@ func s3fBackupBound(size, packSize int64, keys, locks, indexFiles int, elapsed t
 // s3fSnapshotsBound: `snapshots` with the given numbers of key files and
 // snapshots. It takes no lock.
 //
-//	repo.Open         HEAD config; LIST keys/; GET keys (at most keys);
-//	                  GET config
+//	repo.Open         LIST keys/; GET keys (at most keys); GET config
 //	ListSnapshots     LIST snapshots/ once; GET each snapshot file
 func s3fSnapshotsBound(keys, snapshots int) s3fBound {
-	return s3fBound{HEAD: 1, LIST: s3fPageCount(keys) + s3fPageCount(snapshots), GET: keys + 1 + snapshots}
+	return s3fBound{LIST: s3fPageCount(keys) + s3fPageCount(snapshots), GET: keys + 1 + snapshots}
 }
 
 // s3fCheckCounts compares the counters and the recorded requests of one
