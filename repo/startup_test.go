@@ -174,3 +174,39 @@ func TestLockLoadsOthersConcurrentlyNotOwn(t *testing.T) {
 		t.Errorf("at most %d lock file loads at once; want them overlapping", m)
 	}
 }
+
+// statKnowsMore is a backend whose Stat says more about a missing config
+// than its Load, as SFTP's names a missing repository folder.
+type statKnowsMore struct {
+	backend.Backend
+	stats atomic.Int32
+}
+
+func (s *statKnowsMore) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
+	s.stats.Add(1)
+	if h.Type == backend.ConfigFile {
+		return backend.FileInfo{}, fmt.Errorf("the repository folder /srv/x does not exist: %w", backend.ErrNoRepository)
+	}
+	return s.Backend.Stat(ctx, h)
+}
+
+// A config that loads as missing is asked about once with Stat, whose
+// answer decides the error; a config that loads asks nothing more.
+func TestOpenMissingConfigAsksStat(t *testing.T) {
+	ctx := context.Background()
+	_, be := newTestRepo(t, 2, Options{})
+	sk := &statKnowsMore{Backend: be}
+	r, err := Open(ctx, sk, "secret", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if n := sk.stats.Load(); n != 0 {
+		t.Fatalf("%d Stat requests opening a sound repository", n)
+	}
+	be.Delete(backend.Handle{Type: backend.ConfigFile})
+	_, err = Open(ctx, sk, "secret", Options{})
+	if !errors.Is(err, backend.ErrNoRepository) || !strings.Contains(err.Error(), "/srv/x does not exist") || sk.stats.Load() != 1 {
+		t.Fatalf("missing config: %v after %d Stat requests; want the Stat's answer after one", err, sk.stats.Load())
+	}
+}
