@@ -205,8 +205,8 @@ func Init(ctx context.Context, be backend.Backend, password string, io InitOptio
 //
 // The config is fetched while the key files are listed, loaded and opened
 // (scrypt takes a third of a second of CPU): every command starts here, and
-// on storage 20 ms away the former config Stat, key search and config load
-// in turn were five round trips before the first byte of a dump.
+// on storage 20 ms away the former config Stat, key listing, key load and
+// config load were four round trips in turn around the scrypt.
 func Open(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
 	searchCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
