@@ -538,7 +538,14 @@ func (fx *pgFixture) testResticDump(t *testing.T, restic *testenv.ResticCLI) {
 func (fx *pgFixture) testFailingDumps(t *testing.T) {
 	ctx := context.Background()
 	fx.shop.Psql(t, "postgres", "CREATE DATABASE doomed;")
-	fx.shop.Psql(t, "doomed", "CREATE TABLE filler AS SELECT i, repeat(md5(i::text), 8) AS p FROM generate_series(1, 100000) i;")
+	// About 100 MB that does not repeat within a row. While the backup is
+	// held, the chunker's pool (workers + 1 buffers of up to 8 MiB), the
+	// exec stream, the engine and the pipe hold a few chunks' worth:
+	// chunks of these rows average 1.8 MB. CI once saw the 26 MB of
+	// repeat(md5(i::text), 8) used before (chunks average 2.9 MB, up to
+	// 6 MB) pass whole into those buffers: pg_dump had ended before the
+	// drop.
+	fx.shop.Psql(t, "doomed", "CREATE TABLE filler AS SELECT i, encode(sha512(i::text::bytea), 'hex') || encode(sha512((-i)::text::bytea), 'hex') AS p FROM generate_series(1, 400000) i;")
 	tg, err := InspectTarget(ctx, fx.dc, "scalr-shop-db", Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -546,6 +553,11 @@ func (fx *pgFixture) testFailingDumps(t *testing.T) {
 	tg.Databases = []string{"shop", "doomed"}
 	n0 := countSnapshots(t, fx.r)
 	err = backupInterrupted(t, fx, tg, func() {
+		// The premise: pg_dump is still reading the table. Without it the
+		// backup fails only on the snapshot session's COMMIT.
+		if n := fx.shop.Psql(t, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE datname = 'doomed' AND application_name LIKE 'scalr-backup-dump-%' AND state = 'active';"); n != "1" {
+			t.Errorf("pg_dump of doomed is not running when the database is dropped (%s such backends): the filler is too small for the buffers in between", n)
+		}
 		fx.shop.Psql(t, "postgres", "DROP DATABASE doomed WITH (FORCE);")
 	})
 	t.Logf("dropped mid-dump: %v", err)
