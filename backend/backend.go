@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -107,6 +108,11 @@ type Source interface {
 	// MD5 is the digest of all bytes, for Content-MD5 style checks; nil when
 	// the source does not know it.
 	MD5() []byte
+	// SHA256 is the SHA-256 of all bytes; nil when the source does not
+	// know it. A pack knows it without reading itself (its name is that
+	// digest): S3 then signs the payload with it instead of hashing the
+	// body while sending it, and the server checks the body against it.
+	SHA256() []byte
 }
 
 // Backend stores and retrieves repository files. Implementations must be
@@ -142,9 +148,10 @@ func BytesSource(b []byte) Source {
 }
 
 type bytesSource struct {
-	b   []byte
-	r   *bytes.Reader
-	md5 []byte
+	b      []byte
+	r      *bytes.Reader
+	md5    []byte
+	sha256 []byte
 }
 
 func (s *bytesSource) Read(p []byte) (int, error) { return s.r.Read(p) }
@@ -159,6 +166,17 @@ func (s *bytesSource) MD5() []byte {
 		s.md5 = sum[:]
 	}
 	return s.md5
+}
+
+// SHA256 hashes the bytes on first use: they are in memory and small
+// (config, keys, snapshots, index, locks), and a signed payload then needs
+// no hashing while the request is sent.
+func (s *bytesSource) SHA256() []byte {
+	if s.sha256 == nil {
+		sum := sha256.Sum256(s.b)
+		s.sha256 = sum[:]
+	}
+	return s.sha256
 }
 
 // LoadAll reads a whole file into memory; only for small files (config,

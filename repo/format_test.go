@@ -237,6 +237,9 @@ func checkFinishedPack(t *testing.T, key *crypto.Key, fp *finishedPack, tbs []te
 	if sum := md5.Sum(fp.data); !bytes.Equal(fp.source().MD5(), sum[:]) {
 		t.Fatal("pack MD5 wrong")
 	}
+	if sum := sha256.Sum256(fp.data); !bytes.Equal(fp.source().SHA256(), sum[:]) {
+		t.Fatal("pack source's SHA-256 is not that of its bytes")
+	}
 	if int64(len(fp.data)) != PackSize(fp.blobs) {
 		t.Fatalf("pack is %d bytes, PackSize %d", len(fp.data), PackSize(fp.blobs))
 	}

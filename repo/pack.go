@@ -312,6 +312,13 @@ func (s *packSource) MD5() []byte {
 	return s.f.md5
 }
 
+// SHA256 is the pack's ID: a pack file is named by the SHA-256 of its
+// bytes, hashed as they were written.
+func (s *packSource) SHA256() []byte {
+	id := s.f.id
+	return id[:]
+}
+
 // ReadPackHeader lists the blobs pack id (of size bytes, as its storage
 // listing says) holds, read from its encrypted header rather than the
 // index: what restic's "list blobs" and a repair rely on.

@@ -193,6 +193,9 @@ func TestSpoolSourceRewind(t *testing.T) {
 	if sum := md5.Sum(pack); !bytes.Equal(src.MD5(), sum[:]) {
 		t.Fatal("MD5 of the spooled source is wrong")
 	}
+	if sum := sha256.Sum256(pack); !bytes.Equal(src.SHA256(), sum[:]) {
+		t.Fatal("SHA-256 of the spooled source is wrong")
+	}
 
 	// Through the retry decorator: the first attempt reads half and fails.
 	mb := mem.New()

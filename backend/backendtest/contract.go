@@ -717,16 +717,29 @@ func testSaveTwiceConcurrent(t *testing.T, be backend.Backend) {
 	}
 }
 
+// digests are the two kinds of source the contract saves from: one that
+// does not know its SHA-256 and one that does (a pack), which S3 sends
+// another way (a signed payload instead of a signed stream).
+var digests = []struct {
+	name string
+	of   func([]byte) []byte
+}{
+	{"no digest", func([]byte) []byte { return nil }},
+	{"known SHA-256", func(b []byte) []byte { s := sha256.Sum256(b); return s[:] }},
+}
+
 func testFailingSource(t *testing.T, be backend.Backend) {
 	r := rng(t)
 	for _, h := range allHandles(r) {
-		for _, good := range []int{0, 1000, 4999} {
-			data := randomBytes(r, 5000)
-			err := be.Save(context.Background(), h, &FailingSource{Data: data, Good: good})
-			if err == nil {
-				t.Errorf("Save(%v) from a source failing after %d bytes: no error", h, good)
+		for _, d := range digests {
+			for _, good := range []int{0, 1000, 4999} {
+				data := randomBytes(r, 5000)
+				err := be.Save(context.Background(), h, &FailingSource{Data: data, Good: good, Digest: d.of(data)})
+				if err == nil {
+					t.Errorf("Save(%v) from a source (%s) failing after %d bytes: no error", h, d.name, good)
+				}
+				checkAbsent(t, be, h)
 			}
-			checkAbsent(t, be, h)
 		}
 		// A good save afterwards works: nothing was left behind in the way.
 		save(t, be, h, []byte("after the failure"))
@@ -737,25 +750,31 @@ func testFailingSource(t *testing.T, be backend.Backend) {
 func testShortSource(t *testing.T, be backend.Backend) {
 	r := rng(t)
 	for _, h := range allHandles(r) {
-		data := randomBytes(r, 3000)
-		err := be.Save(context.Background(), h, &LyingSource{Data: data, Claimed: 5000})
-		if err == nil {
-			t.Errorf("Save(%v) from a source with 3000 bytes claiming 5000: no error", h)
+		for _, d := range digests {
+			data := randomBytes(r, 3000)
+			err := be.Save(context.Background(), h, &LyingSource{Data: data, Claimed: 5000, Digest: d.of(data)})
+			if err == nil {
+				t.Errorf("Save(%v) from a source (%s) with 3000 bytes claiming 5000: no error", h, d.name)
+			}
+			checkAbsent(t, be, h)
 		}
-		checkAbsent(t, be, h)
 	}
 }
 
 func testLongSource(t *testing.T, be backend.Backend) {
 	r := rng(t)
 	for _, h := range allHandles(r) {
-		data := randomBytes(r, 5000)
-		err := be.Save(context.Background(), h, &LyingSource{Data: data, Claimed: 3000})
-		if err == nil {
-			fi, _ := be.Stat(context.Background(), h)
-			t.Errorf("Save(%v) from a source with 5000 bytes claiming 3000: no error (stored %d bytes)", h, fi.Size)
+		for _, d := range digests {
+			data := randomBytes(r, 5000)
+			// The digest of the bytes it claims, so that only the length
+			// can give it away.
+			err := be.Save(context.Background(), h, &LyingSource{Data: data, Claimed: 3000, Digest: d.of(data[:3000])})
+			if err == nil {
+				fi, _ := be.Stat(context.Background(), h)
+				t.Errorf("Save(%v) from a source (%s) with 5000 bytes claiming 3000: no error (stored %d bytes)", h, d.name, fi.Size)
+			}
+			checkAbsent(t, be, h)
 		}
-		checkAbsent(t, be, h)
 	}
 }
 

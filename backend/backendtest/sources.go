@@ -14,7 +14,10 @@ var ErrSourceFailed = errors.New("backendtest: source failed on purpose")
 type FailingSource struct {
 	Data []byte
 	Good int
-	pos  int
+	// Digest is what SHA256 reports (nil: not known), for the backends
+	// that send a known digest with the data.
+	Digest []byte
+	pos    int
 }
 
 // Read implements io.Reader.
@@ -36,11 +39,16 @@ func (s *FailingSource) Length() int64 { return int64(len(s.Data)) }
 // MD5 implements backend.Source; it does not know one.
 func (s *FailingSource) MD5() []byte { return nil }
 
+// SHA256 implements backend.Source: Digest.
+func (s *FailingSource) SHA256() []byte { return s.Digest }
+
 // LyingSource yields Data but reports Claimed as its length.
 type LyingSource struct {
 	Data    []byte
 	Claimed int64
-	pos     int
+	// Digest is what SHA256 reports (nil: not known).
+	Digest []byte
+	pos    int
 }
 
 // Read implements io.Reader.
@@ -61,6 +69,9 @@ func (s *LyingSource) Length() int64 { return s.Claimed }
 
 // MD5 implements backend.Source; it does not know one.
 func (s *LyingSource) MD5() []byte { return nil }
+
+// SHA256 implements backend.Source: Digest.
+func (s *LyingSource) SHA256() []byte { return s.Digest }
 
 // GenSource is a Source of Size pseudo-random bytes generated on the fly from
 // Seed, so large files can be saved without holding them in memory.
@@ -105,3 +116,6 @@ func (s *GenSource) Length() int64 { return s.Size }
 
 // MD5 implements backend.Source; it does not know one.
 func (s *GenSource) MD5() []byte { return nil }
+
+// SHA256 implements backend.Source; it does not know one.
+func (s *GenSource) SHA256() []byte { return nil }

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -147,7 +148,8 @@ func notExist(op string, h backend.Handle) error {
 
 // Save stores the whole source under h. Saving a handle that exists fails
 // with an error wrapping fs.ErrExist. The source is rewound first, must yield
-// exactly Length bytes, and must match its MD5 when it reports one.
+// exactly Length bytes, and must match its MD5 and SHA-256 when it reports
+// them.
 func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source) error {
 	if err := b.callHook(OpSave, h); err != nil {
 		return err
@@ -181,6 +183,13 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 		got := md5.Sum(buf.Bytes())
 		if !bytes.Equal(sum, got[:]) {
 			return backend.Permanent(fmt.Errorf("save %v: source MD5 %x does not match its data (%x)", h, sum, got))
+		}
+	}
+	if sum := src.SHA256(); sum != nil {
+		// As S3 checks a signed payload's digest.
+		got := sha256.Sum256(buf.Bytes())
+		if !bytes.Equal(sum, got[:]) {
+			return backend.Permanent(fmt.Errorf("save %v: source SHA-256 %x does not match its data (%x)", h, sum, got))
 		}
 	}
 	if err := ctx.Err(); err != nil {

@@ -13,7 +13,9 @@ package s3
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -249,13 +251,14 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 	rd := &exactReader{src: src, size: size}
 	opts := minio.PutObjectOptions{
 		ContentType: "application/octet-stream",
-		// Over HTTPS (R2, B2, AWS): UNSIGNED-PAYLOAD, no SHA-256 pass over
-		// the data; TLS guards the body, Content-MD5 checks it end to end.
-		// Over plain HTTP (local servers) minio-go signs the body in
-		// aws-chunked pieces instead, without a trailer; besides guarding
-		// the bytes, that makes a body cut short (cancelled upload, dead
-		// source) detectable: versitygw stores a truncated UNSIGNED-PAYLOAD
-		// body as if it were complete.
+		// A source that knows its SHA-256 signs the payload with it
+		// (below). Otherwise, over HTTPS (R2, B2, AWS): UNSIGNED-PAYLOAD,
+		// no SHA-256 pass over the data; TLS guards the body, Content-MD5
+		// checks it end to end. Over plain HTTP (local servers) minio-go
+		// signs the body in aws-chunked pieces instead, without a trailer;
+		// besides guarding the bytes, that makes a body cut short
+		// (cancelled upload, dead source) detectable: versitygw stores a
+		// truncated UNSIGNED-PAYLOAD body as if it were complete.
 		DisableContentSha256: !b.cfg.UseHTTP,
 		// Checksum and AutoChecksum stay unset: with TrailingHeaders off
 		// minio-go then adds no x-amz-checksum-* headers or trailers.
@@ -267,14 +270,22 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 	}
 	var err error
 	if size <= b.singlePutMax {
-		var md5 string
+		var md5, sha string
 		if sum := src.MD5(); sum != nil {
 			md5 = base64.StdEncoding.EncodeToString(sum)
+		}
+		if sum := src.SHA256(); len(sum) == sha256.Size {
+			// A digest known beforehand (a pack's name) signs the payload:
+			// no SHA-256 pass while sending over HTTP, a server-checked
+			// digest over HTTPS, and a body cut short or changed after
+			// it was hashed (a spool file gone bad) fails the check.
+			sha = hex.EncodeToString(sum)
+			opts.DisableContentSha256 = true
 		}
 		// Core.PutObject sends exactly one PUT with our Content-MD5 and
 		// reads the source once, streaming. (Client.PutObject with
 		// SendContentMd5 would buffer the whole object to hash it.)
-		_, err = minio.Core{Client: b.client}.PutObject(ctx, b.cfg.Bucket, key, rd, size, md5, "", opts)
+		_, err = minio.Core{Client: b.client}.PutObject(ctx, b.cfg.Bucket, key, rd, size, md5, sha, opts)
 	} else {
 		opts.PartSize = b.partSize
 		opts.SendContentMd5 = true // per part, hashed from minio-go's part buffer

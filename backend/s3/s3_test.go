@@ -472,21 +472,51 @@ type md5Source struct {
 
 func (s *md5Source) MD5() []byte { return s.sum[:] }
 
-// A wrong Content-MD5 is refused by the server and not retried.
+// digestSource reports the digests it is given (nil: unknown).
+type digestSource struct {
+	backend.Source
+	md5, sha256 []byte
+}
+
+func (s *digestSource) MD5() []byte    { return s.md5 }
+func (s *digestSource) SHA256() []byte { return s.sha256 }
+
+// A wrong Content-MD5 or a wrong SHA-256 of a signed payload is refused by
+// the server and not retried; with both right the same bytes are stored.
+// (A SHA-256 the server did not check could not be refused: this is what
+// shows the known digest is sent and checked.)
 func TestBadDigest(t *testing.T) {
 	testenv.Integration(t)
 	srv := testenv.StartS3(t)
 	be := create(t, config(t, srv, srv.URL(newBucket("digest"))))
 	data := []byte("some data")
-	h := backend.Handle{Type: backend.PackFile, Name: idOf(data)}
-	src := &md5Source{GenSource: backendtest.GenSource{Size: 100}, sum: md5.Sum([]byte("other"))}
-	err := be.Save(context.Background(), h, src)
-	t.Logf("Save with a wrong MD5: %v", err)
-	if err == nil || !backend.IsPermanent(err) {
-		t.Errorf("Save with a wrong MD5: %v, want a permanent error", err)
+	goodMD5, goodSHA := md5.Sum(data), sha256.Sum256(data)
+	otherMD5, otherSHA := md5.Sum([]byte("other")), sha256.Sum256([]byte("other"))
+	for _, c := range []struct {
+		name        string
+		md5, sha256 []byte
+	}{
+		{"wrong MD5, no SHA-256", otherMD5[:], nil},
+		{"wrong MD5, right SHA-256", otherMD5[:], goodSHA[:]},
+		{"right MD5, wrong SHA-256", goodMD5[:], otherSHA[:]},
+		{"no MD5, wrong SHA-256", nil, otherSHA[:]},
+	} {
+		h := backend.Handle{Type: backend.PackFile, Name: idOf(data)}
+		err := be.Save(context.Background(), h, &digestSource{Source: backend.BytesSource(data), md5: c.md5, sha256: c.sha256})
+		t.Logf("Save with %s: %v", c.name, err)
+		if err == nil || !backend.IsPermanent(err) {
+			t.Errorf("Save with %s: %v, want a permanent error", c.name, err)
+		}
+		if _, err := be.Stat(context.Background(), h); !errors.Is(err, backend.ErrNotExist) {
+			t.Errorf("Stat after a refused Save (%s): %v", c.name, err)
+		}
 	}
-	if _, err := be.Stat(context.Background(), h); !errors.Is(err, backend.ErrNotExist) {
-		t.Errorf("Stat after a refused Save: %v", err)
+	h := backend.Handle{Type: backend.PackFile, Name: idOf(data)}
+	if err := be.Save(context.Background(), h, &digestSource{Source: backend.BytesSource(data), md5: goodMD5[:], sha256: goodSHA[:]}); err != nil {
+		t.Fatalf("Save with both digests right: %v", err)
+	}
+	if got, err := backend.LoadAll(context.Background(), be, h); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("Load after Save with both digests right: %q, %v", got, err)
 	}
 }
 
