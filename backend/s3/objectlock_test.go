@@ -3,6 +3,8 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"crypto/sha256"
 	"errors"
 	"testing"
 	"time"
@@ -32,6 +34,23 @@ func TestContractVersionedBucket(t *testing.T) {
 		}
 		return be
 	})
+}
+
+// With a retention Content-MD5 is sent beside a signed SHA-256, as Object
+// Lock requires (AWS, B2): a wrong one is refused.
+func TestObjectLockSendsMD5(t *testing.T) {
+	testenv.Integration(t)
+	srv := testenv.StartS3With(t, testenv.S3Options{Versioning: true})
+	cfg := config(t, srv, srv.URL(newBucket("lockmd5")))
+	cfg.Retention = time.Second
+	be := create(t, cfg)
+	data := []byte("a locked pack's bytes")
+	goodMD5, goodSHA := md5.Sum(data), sha256.Sum256(data)
+	otherMD5 := md5.Sum([]byte("other"))
+	src := badDigests(t, be, data, [][2][]byte{{otherMD5[:], goodSHA[:]}}, [2][]byte{goodMD5[:], goodSHA[:]})
+	if src.md5Calls == 0 {
+		t.Error("no MD5 asked for under a retention")
+	}
 }
 
 // With a retention: a locked version refuses Remove with

@@ -271,16 +271,24 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 	var err error
 	if size <= b.singlePutMax {
 		var md5, sha string
-		if sum := src.MD5(); sum != nil {
-			md5 = base64.StdEncoding.EncodeToString(sum)
-		}
 		if sum := src.SHA256(); len(sum) == sha256.Size {
 			// A digest known beforehand (a pack's name) signs the payload:
-			// no SHA-256 pass while sending over HTTP, a server-checked
-			// digest over HTTPS, and a body cut short or changed after
-			// it was hashed (a spool file gone bad) fails the check.
+			// no SHA-256 pass while sending over HTTP, and the server
+			// checks the body against it (XAmzContentSHA256Mismatch), so
+			// a body cut short or changed after it was hashed (a spool
+			// file gone bad) is refused.
 			sha = hex.EncodeToString(sum)
 			opts.DisableContentSha256 = true
+		}
+		if sha == "" || opts.Mode != "" {
+			// Content-MD5 checks what a signed digest does not cover, and
+			// Object Lock requires it on a PUT with a retention (AWS, B2).
+			// Beside a signed SHA-256 it would check the same bytes again
+			// for an MD5 pass over every pack: 5% of a first S3 backup's
+			// CPU here.
+			if sum := src.MD5(); sum != nil {
+				md5 = base64.StdEncoding.EncodeToString(sum)
+			}
 		}
 		// Core.PutObject sends exactly one PUT with our Content-MD5 and
 		// reads the source once, streaming. (Client.PutObject with
