@@ -281,11 +281,11 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, src backend.Source
 			opts.DisableContentSha256 = true
 		}
 		if sha == "" || opts.Mode != "" {
-			// Content-MD5 checks what a signed digest does not cover, and
-			// Object Lock requires it on a PUT with a retention (AWS, B2).
-			// Beside a signed SHA-256 it would check the same bytes again
-			// for an MD5 pass over every pack: 5% of a first S3 backup's
-			// CPU here.
+			// Content-MD5 is the server's check of the body when no digest
+			// is signed, and Object Lock requires it on a PUT with a
+			// retention (AWS, B2). Beside a signed SHA-256 it would check
+			// the same bytes again, for an MD5 pass over every pack: 5% of
+			// a first S3 backup's CPU here.
 			if sum := src.MD5(); sum != nil {
 				md5 = base64.StdEncoding.EncodeToString(sum)
 			}
