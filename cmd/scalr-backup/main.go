@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scalr-platform/scalr-backup/backend"
+	"github.com/scalr-platform/scalr-backup/internal/memlimit"
 	"github.com/scalr-platform/scalr-backup/repo"
 )
 
@@ -107,6 +109,12 @@ func main() {
 	// Notify, unlike Ignore, is not inherited by the commands run.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A soft memory limit near the pipeline's working set keeps the peak
+	// flat in the stream's length; it follows the live heap, so a large
+	// index is never collected without pause (see internal/memlimit).
+	if memlimit.Applies(os.Getenv) {
+		memlimit.Start(ctx, memlimit.Go{}, runtime.GOMAXPROCS(0), 100*time.Millisecond)
+	}
 	code := a.run(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
