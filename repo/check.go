@@ -1023,7 +1023,9 @@ func (c *checkRun) streamPack(ctx context.Context, id ID, entries []Blob, buf *p
 	return counted.n, true
 }
 
-// streamBlob reads blob b from rd into a pooled buffer and verifies it.
+// streamBlob reads blob b from rd into a pooled buffer and verifies it,
+// decrypting where it was read: the buffer is this pass's own, and a
+// second one per blob was a third of check's garbage.
 func (c *checkRun) streamBlob(rd io.Reader, b Blob) bool {
 	if b.Length > maxCheckedPack {
 		return false // a damaged entry must not size a buffer
@@ -1033,7 +1035,15 @@ func (c *checkRun) streamBlob(rd io.Reader, b Blob) bool {
 	if _, err := io.ReadFull(rd, sealed); err != nil {
 		return false
 	}
-	return checkVerifyBlob(c.r, b, sealed) == nil
+	// As in checkVerifyBlob, only a plausible length sizes the
+	// decompression buffer up front.
+	var dst []byte
+	if b.IsCompressed() && b.UncompressedLength <= pooledBufSize {
+		dst = c.r.getBuf(int(b.UncompressedLength))
+		defer c.r.putBuf(dst)
+	}
+	_, err := c.r.openBlobInPlace(b, sealed, dst)
+	return err == nil
 }
 
 // countingReader counts the bytes read through it.

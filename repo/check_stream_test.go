@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"strings"
 	"sync"
 	"testing"
@@ -87,5 +88,49 @@ func TestCheckReadDataStreamHeaderMismatch(t *testing.T) {
 	}
 	if _, ok := c.streamPack(t.Context(), pack, hdr, &packReadBuf{}); !ok {
 		t.Fatal("the pack failed the streamed check against its own header")
+	}
+}
+
+// streamBlob is the only check of a streamed blob's content: the pack's
+// hash covers the bytes, not that they open to the blob the index names.
+// Each kind of damage must fail it, whatever the pack's name says.
+func TestCheckStreamBlobVerifies(t *testing.T) {
+	f := chkSetup(t, 2, 1)
+	pack := f.dataPacks[0]
+	hdr := f.headerBlobs(t, pack)
+	buf, _ := f.be.Get(chkPackHandle(pack))
+	c := &checkRun{r: f.r}
+	blob := func(b Blob) []byte { return bytes.Clone(buf[b.Offset : b.Offset+b.Length]) }
+	var compressed *Blob
+	for i := range hdr {
+		b := hdr[i]
+		if !c.streamBlob(bytes.NewReader(blob(b)), b) {
+			t.Fatalf("healthy blob %s failed", b.ID.Str())
+		}
+		if b.IsCompressed() && compressed == nil {
+			compressed = &hdr[i]
+		}
+	}
+	b := hdr[0]
+	flipped := blob(b)
+	flipped[len(flipped)/2] ^= 1
+	if c.streamBlob(bytes.NewReader(flipped), b) {
+		t.Error("a flipped byte passed")
+	}
+	wrongID := b
+	wrongID.ID[0] ^= 1
+	if c.streamBlob(bytes.NewReader(blob(b)), wrongID) {
+		t.Error("a blob that hashes to another ID passed")
+	}
+	if c.streamBlob(bytes.NewReader(blob(b)[:b.Length-1]), b) {
+		t.Error("a blob cut short passed")
+	}
+	if compressed == nil {
+		t.Fatal("the fixture has no compressed blob")
+	}
+	wrongLen := *compressed
+	wrongLen.UncompressedLength++
+	if c.streamBlob(bytes.NewReader(blob(*compressed)), wrongLen) {
+		t.Error("a compressed blob of another length than the index says passed")
 	}
 }
