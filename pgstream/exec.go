@@ -1,6 +1,7 @@
 package pgstream
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -109,7 +110,7 @@ func startProc(ctx context.Context, d Docker, containerName string, spec execSpe
 	p.stopAfter = context.AfterFunc(ctx, p.Close)
 	go func() {
 		defer close(p.done)
-		src := &countReader{r: hj.Reader}
+		src := &countReader{r: bufio.NewReaderSize(hj.Reader, execReadBuffer)}
 		ow, ew := &frameWriter{w: out}, &frameWriter{w: p.stderr}
 		_, err := stdcopy.StdCopy(ow, ew, src)
 		// StdCopy takes a stream that ends inside a frame for a clean end;
@@ -282,6 +283,13 @@ func dockerErr(containerName string, err error) error {
 }
 
 // countReader counts the bytes read through it.
+// execReadBuffer is how much one read from the engine's connection may
+// take. The engine sends a dump in frames of at most 32 KiB, and the
+// demultiplexer reads about one at a time: with this buffer one system
+// call takes every frame already queued on the socket, and system calls
+// are dear on a virtual machine.
+const execReadBuffer = 1 << 20
+
 type countReader struct {
 	r io.Reader
 	n int64
