@@ -4,7 +4,7 @@ import (
 	"context"
 	"runtime"
 	"runtime/debug"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -46,37 +46,22 @@ func TestApplies(t *testing.T) {
 	}
 }
 
-// fakeRuntime records the limits set and serves a live heap the test moves.
+// fakeRuntime serves a live heap the test moves and passes on each limit
+// set.
 type fakeRuntime struct {
-	mu     sync.Mutex
-	live   uint64
-	limits []int64
-	set    chan int64
+	live atomic.Uint64
+	set  chan int64
 }
 
-func (f *fakeRuntime) LiveHeap() uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.live
-}
+func (f *fakeRuntime) LiveHeap() uint64 { return f.live.Load() }
 
-func (f *fakeRuntime) SetLimit(b int64) {
-	f.mu.Lock()
-	f.limits = append(f.limits, b)
-	f.mu.Unlock()
-	f.set <- b
-}
-
-func (f *fakeRuntime) setLive(b uint64) {
-	f.mu.Lock()
-	f.live = b
-	f.mu.Unlock()
-}
+func (f *fakeRuntime) SetLimit(b int64) { f.set <- b }
 
 func TestStartFollowsTheLiveHeap(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rt := &fakeRuntime{live: 10 * mib, set: make(chan int64, 16)}
+	rt := &fakeRuntime{set: make(chan int64, 16)}
+	rt.live.Store(10 * mib)
 	Start(ctx, rt, 2, time.Millisecond)
 	// The first limit is set before Start returns.
 	select {
@@ -98,9 +83,9 @@ func TestStartFollowsTheLiveHeap(t *testing.T) {
 			t.Fatalf("no new limit (want %d MiB)", want/mib)
 		}
 	}
-	rt.setLive(400 * mib) // the index grew: the limit must follow
+	rt.live.Store(400 * mib) // the index grew: the limit must follow
 	wait(516 * mib)
-	rt.setLive(20 * mib) // it shrank again: back to the pipeline's limit
+	rt.live.Store(20 * mib) // it shrank again: back to the pipeline's limit
 	wait(104 * mib)
 	cancel()
 	// After ctx ends nothing more is set, whatever the live heap does.
@@ -108,7 +93,7 @@ func TestStartFollowsTheLiveHeap(t *testing.T) {
 	for len(rt.set) > 0 {
 		<-rt.set
 	}
-	rt.setLive(900 * mib)
+	rt.live.Store(900 * mib)
 	time.Sleep(50 * time.Millisecond)
 	if n := len(rt.set); n != 0 {
 		t.Errorf("%d limits set after ctx ended", n)
