@@ -282,7 +282,6 @@ func dockerErr(containerName string, err error) error {
 	return err
 }
 
-// countReader counts the bytes read through it.
 // execReadBuffer is how much one read from the engine's connection may
 // take. The engine sends a dump in frames of at most 32 KiB, and the
 // demultiplexer reads about one at a time: with this buffer one system
@@ -290,6 +289,7 @@ func dockerErr(containerName string, err error) error {
 // are dear on a virtual machine.
 const execReadBuffer = 1 << 20
 
+// countReader counts the bytes read through it.
 type countReader struct {
 	r io.Reader
 	n int64
